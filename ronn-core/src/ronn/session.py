@@ -1,0 +1,477 @@
+"""``ronn.InferenceSession``: a drop-in for ``onnxruntime.InferenceSession``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .dtypes import DataType, from_numpy
+from .engine import CompiledGraph, Profiler, partition, report_fallbacks
+from .errors import (
+    InputShapeError,
+    InputTypeError,
+    InvalidInputNameError,
+    MissingInputError,
+    NoLoaderError,
+    OptionError,
+    ProviderError,
+    RonnError,
+)
+from .ir import Model, OptionalType, SequenceType, TensorType, ValueInfo, ValueType
+from .options import DISABLE_CPU_FALLBACK, DISABLED_OPTIMIZERS, RunOptions, SessionOptions
+from .plugins import PluginHost, get_plugin_host
+from .provider import ExecutionProvider
+from .session_info import RunFunction, SessionInfo
+
+logger = logging.getLogger("ronn.session")
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """A model input or output as onnxruntime describes it."""
+
+    name: str
+    type: str
+    shape: list[int | str | None]
+
+    def __repr__(self) -> str:
+        return f"NodeArg(name={self.name!r}, type={self.type!r}, shape={self.shape!r})"
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The model's metadata as onnxruntime reports it."""
+
+    producer_name: str
+    graph_name: str
+    domain: str
+    description: str
+    graph_description: str
+    version: int
+    custom_metadata_map: dict[str, str] = field(default_factory=dict)
+
+
+def _type_string(value_type: ValueType | None) -> str:
+    return str(value_type) if value_type is not None else "unknown"
+
+
+def _shape_of(value_type: ValueType | None) -> list[int | str | None]:
+    if isinstance(value_type, TensorType) and value_type.shape is not None:
+        return list(value_type.shape)
+    return []
+
+
+def _node_arg(info: ValueInfo) -> NodeArg:
+    return NodeArg(info.name, _type_string(info.type), _shape_of(info.type))
+
+
+def load_model(source: Any, host: PluginHost, options: dict[str, str] | None = None) -> Model:
+    """Load a model from any source a registered loader accepts."""
+    if isinstance(source, Model):
+        return source
+    loader = host.loaders().find(source)
+    if loader is None:
+        shown = f"<{len(source)} bytes>" if isinstance(source, (bytes, bytearray)) else repr(source)
+        raise NoLoaderError(
+            f"no model loader accepts {shown}; installed loaders: {host.loaders().names() or 'none'}"
+            " (is ronn-onnx installed?)"
+        )
+    return loader.load(source, dict(options or {}))
+
+
+class InferenceSession:
+    """Loads a model and runs it; same constructor and methods as onnxruntime's session.
+
+    Beyond onnxruntime: ``run`` can fetch any intermediate value by name; ``plugin_host``
+    selects the plugins (tests pass a fresh :class:`ronn.PluginHost`).
+    """
+
+    def __init__(
+        self,
+        path_or_bytes: str | bytes | os.PathLike[str] | Model,
+        sess_options: SessionOptions | None = None,
+        providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
+        provider_options: Sequence[dict[str, Any]] | None = None,
+        *,
+        plugin_host: PluginHost | None = None,
+        **kwargs: Any,
+    ) -> None:
+        started = time.perf_counter()
+        self._host = plugin_host or get_plugin_host()
+        self._sess_options = sess_options or SessionOptions()
+        self._profiler: Profiler | None = Profiler() if self._sess_options.enable_profiling else None
+        source = os.fspath(path_or_bytes) if isinstance(path_or_bytes, os.PathLike) else path_or_bytes
+        self._model = load_model(source, self._host)
+        self._model_path = source if isinstance(source, str) else None
+        self._apply_initializer_overrides()
+        self._optimize()
+        self._provider_names, self._provider_options = self._resolve_provider_names(
+            providers, provider_options
+        )
+        self._build()
+        self._build_seconds = time.perf_counter() - started
+        if self._sess_options.optimized_model_filepath:
+            self._save_optimized(self._sess_options.optimized_model_filepath)
+
+    # --- building -------------------------------------------------------------------------
+
+    def _apply_initializer_overrides(self) -> None:
+        graph = self._model.graph
+        for name, value in self._sess_options._initializers.items():
+            if name not in graph.initializers:
+                raise OptionError(f"add_initializer: the model has no initializer {name!r}")
+            graph.initializers[name] = _readonly(np.asarray(value))
+        overrides = self._sess_options._free_dimensions
+        if overrides:
+            for info in graph.inputs:
+                if isinstance(info.type, TensorType) and info.type.shape is not None:
+                    shape = tuple(overrides.get(d, d) if isinstance(d, str) else d for d in info.type.shape)
+                    info.type = TensorType(info.type.dtype, shape)
+
+    def _optimize(self) -> None:
+        level = self._sess_options.graph_optimization_level
+        disabled = {
+            name.strip()
+            for name in self._sess_options.config(DISABLED_OPTIMIZERS).split(",")
+            if name.strip()
+        }
+        for opt_pass in self._host.optimizers().passes(level, disabled):
+            opt_pass.run(self._model, self)
+
+    def _resolve_provider_names(
+        self,
+        providers: Sequence[str | tuple[str, dict[str, Any]]] | None,
+        provider_options: Sequence[dict[str, Any]] | None,
+    ) -> tuple[list[str], list[dict[str, str]]]:
+        names: list[str] = []
+        options: list[dict[str, str]] = []
+        for entry in providers or [CPU_PROVIDER]:
+            if isinstance(entry, tuple):
+                if len(entry) != 2 or not isinstance(entry[1], dict):
+                    raise ProviderError(f"a provider tuple must be (name, options dict), got {entry!r}")
+                names.append(str(entry[0]))
+                options.append({str(k): str(v) for k, v in entry[1].items()})
+            elif isinstance(entry, str):
+                names.append(entry)
+                options.append({})
+            else:
+                raise ProviderError(f"providers must be names or (name, options) tuples, got {entry!r}")
+        if provider_options is not None:
+            if len(provider_options) != len(names):
+                raise ProviderError(
+                    f"provider_options has {len(provider_options)} entries for {len(names)} providers"
+                )
+            for index, extra in enumerate(provider_options):
+                options[index].update({str(k): str(v) for k, v in extra.items()})
+        if len(set(names)) != len(names):
+            raise ProviderError(f"a provider is listed twice: {names}")
+        return names, options
+
+    def _build(self) -> None:
+        registry = self._host.providers()
+        instances: list[ExecutionProvider] = []
+        for name, options in zip(self._provider_names, self._provider_options):
+            spec = registry.get(name)
+            if spec is None:
+                raise ProviderError(
+                    f"unknown execution provider {name!r}; available: {get_available_providers(self._host)}"
+                )
+            if not spec.is_available():
+                raise ProviderError(
+                    f"execution provider {name!r} is installed but cannot run on this machine"
+                )
+            instances.append(spec.factory(options))
+        requested = len(instances)
+        strict = self._sess_options.config(DISABLE_CPU_FALLBACK) == "1"
+        if not strict and CPU_PROVIDER not in self._provider_names:
+            cpu = registry.get(CPU_PROVIDER)
+            if cpu is not None:
+                instances.append(cpu.factory({}))
+        self._providers = instances
+        part = partition(self._model, instances, self._host, preferred=requested)
+        report_fallbacks(part, self._provider_names, strict=strict)
+        self._partition = part
+        self._graph = CompiledGraph(self._model.graph, self._model, part)
+        graph = self._model.graph
+        initializer_names = set(graph.initializers)
+        self._inputs = [v for v in graph.inputs if v.name not in initializer_names]
+        self._overridable = [v for v in graph.inputs if v.name in initializer_names]
+        self._outputs = list(graph.outputs)
+        self._input_specs = {v.name: v.type for v in graph.inputs}
+        self._output_names = [v.name for v in self._outputs]
+        self._known_values = graph.defined_names()
+        info = SessionInfo(
+            model_source=self._model.source,
+            providers=tuple(p.name for p in instances),
+            input_names=tuple(v.name for v in self._inputs),
+            output_names=tuple(self._output_names),
+            node_count=sum(1 for _ in graph.walk()),
+        )
+        self._run_fn: RunFunction = self._host.wrap_run(self._run_plan, info)
+
+    def _save_optimized(self, path: str) -> None:
+        saver = None
+        for name in self._host.loaders().names():
+            loader = self._host.loaders().get(name)
+            if hasattr(loader, "save"):
+                saver = loader
+                break
+        if saver is None:
+            raise OptionError("optimized_model_filepath is set but no loader can save models")
+        saver.save(self._model, path)  # type: ignore[union-attr]
+
+    # --- running --------------------------------------------------------------------------
+
+    def run(
+        self,
+        output_names: Sequence[str] | None,
+        input_feed: dict[str, Any],
+        run_options: RunOptions | None = None,
+    ) -> list[Any]:
+        """Compute ``output_names`` (None: every model output) from ``input_feed``.
+
+        Any intermediate value of the main graph can be fetched by name as well.
+        """
+        fetches = list(output_names) if output_names else list(self._output_names)
+        feeds = self._check_feeds(input_feed)
+        for name in fetches:
+            if name not in self._known_values:
+                raise InvalidInputNameError(
+                    f"cannot fetch {name!r}: the model has no value of that name "
+                    f"(outputs: {self._output_names})"
+                )
+        result = self._run_fn(feeds, fetches, run_options)
+        return [result[name] for name in fetches]
+
+    def _run_plan(
+        self, feeds: dict[str, Any], fetches: Sequence[str] | None, run_options: RunOptions | None
+    ) -> dict[str, Any]:
+        names = tuple(fetches) if fetches else tuple(self._output_names)
+        plan = self._graph.plan(names)
+        cancel = run_options._terminate if run_options is not None else None
+        if cancel is not None and cancel.is_set():
+            from .errors import RunCancelledError
+
+            raise RunCancelledError("run terminated through RunOptions.terminate before it started")
+        values = plan.run(feeds, cancel=cancel, profiler=self._profiler)
+        return {name: _owned(value) for name, value in zip(names, values)}
+
+    def run_async(
+        self,
+        output_names: Sequence[str] | None,
+        input_feed: dict[str, Any],
+        callback: Callable[[list[Any] | None, Any, str], None],
+        user_data: Any = None,
+        run_options: RunOptions | None = None,
+    ) -> None:
+        """Run on a worker thread; ``callback(results, user_data, error_message)`` gets the result."""
+
+        def work() -> None:
+            try:
+                results = self.run(output_names, input_feed, run_options)
+            except Exception as exc:  # reported through the callback, as onnxruntime does
+                callback(None, user_data, f"{type(exc).__name__}: {exc}")
+                return
+            callback(results, user_data, "")
+
+        threading.Thread(target=work, name="ronn-run-async", daemon=True).start()
+
+    def _check_feeds(self, input_feed: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(input_feed, dict):
+            raise InputTypeError(f"input_feed must be a dict of name -> array, got {type(input_feed).__name__}")
+        feeds: dict[str, Any] = {}
+        for name, value in input_feed.items():
+            if name not in self._input_specs:
+                raise InvalidInputNameError(
+                    f"{name!r} is not an input of the model; inputs: {[v.name for v in self._inputs]}"
+                )
+            feeds[name] = _check_value(name, value, self._input_specs[name])
+        missing = [v.name for v in self._inputs if v.name not in feeds]
+        if missing:
+            raise MissingInputError(
+                f"missing input(s) {missing}; the model needs "
+                + ", ".join(f"{v.name}: {_type_string(v.type)}{_shape_of(v.type)}" for v in self._inputs)
+            )
+        return feeds
+
+    # --- introspection (onnxruntime's methods) --------------------------------------------
+
+    def get_inputs(self) -> list[NodeArg]:
+        """The model's inputs (initializers excluded)."""
+        return [_node_arg(v) for v in self._inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        """The model's outputs."""
+        return [_node_arg(v) for v in self._outputs]
+
+    def get_overridable_initializers(self) -> list[NodeArg]:
+        """Initializers that are also graph inputs, and so may be fed."""
+        return [_node_arg(v) for v in self._overridable]
+
+    def get_modelmeta(self) -> ModelMetadata:
+        """The model's metadata."""
+        m = self._model
+        return ModelMetadata(
+            producer_name=m.producer_name,
+            graph_name=m.graph.name,
+            domain=m.domain,
+            description=m.doc_string,
+            graph_description=m.graph.doc_string,
+            version=m.model_version,
+            custom_metadata_map=dict(m.metadata),
+        )
+
+    def get_providers(self) -> list[str]:
+        """The providers the session uses, in order of preference."""
+        return [p.name for p in self._providers]
+
+    def get_provider_options(self) -> dict[str, dict[str, str]]:
+        """The options each provider was created with."""
+        return {p.name: dict(p.options) for p in self._providers}
+
+    def get_session_options(self) -> SessionOptions:
+        """The options the session was built with."""
+        return self._sess_options
+
+    def set_providers(
+        self,
+        providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
+        provider_options: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        """Rebuild the session on other providers."""
+        self._provider_names, self._provider_options = self._resolve_provider_names(
+            providers, provider_options
+        )
+        self._build()
+
+    def disable_fallback(self) -> None:
+        """Accepted for compatibility: ronn never silently retries on another provider."""
+
+    def enable_fallback(self) -> None:
+        """Accepted for compatibility: ronn never silently retries on another provider."""
+
+    def end_profiling(self) -> str:
+        """Write the Chrome-trace profile and return its file name ("" when not profiling)."""
+        if self._profiler is None:
+            return ""
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        path = f"{self._sess_options.profile_file_prefix}{stamp}.json"
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(self._profiler.events, handle)
+        self._profiler = Profiler()
+        return path
+
+    def get_profiling_start_time_ns(self) -> int:
+        """When profiling started, on the ``time.perf_counter_ns`` clock."""
+        return self._profiler.start_ns if self._profiler else 0
+
+    def node_providers(self) -> list[tuple[str, str, str]]:
+        """(node label, op type, provider name) for every node of the main graph."""
+        return [
+            (node.name, node.op_type, self._partition.of(node).provider.name)
+            for node in self._model.graph.nodes
+        ]
+
+    @property
+    def model(self) -> Model:
+        """The model's IR after optimization."""
+        return self._model
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    if array.flags.writeable:
+        array = array.view()
+        array.flags.writeable = False
+    return array
+
+
+def _owned(value: Any) -> Any:
+    """A result the caller may keep and modify: read-only views become copies."""
+    if isinstance(value, np.ndarray):
+        return value if value.flags.writeable else value.copy()
+    if isinstance(value, list):
+        return [_owned(v) for v in value]
+    if isinstance(value, np.generic):
+        return np.asarray(value)
+    return value
+
+
+def _check_value(name: str, value: Any, spec: ValueType | None) -> Any:
+    """Check a feed against the model's declared type; return a read-only view of it."""
+    if isinstance(spec, (SequenceType,)):
+        if not isinstance(value, (list, tuple)):
+            raise InputTypeError(f"input {name!r} expects {spec}, got {type(value).__name__}")
+        return [_check_value(name, v, spec.elem) for v in value]
+    if isinstance(spec, OptionalType):
+        return None if value is None else _check_value(name, value, spec.elem)
+    if not isinstance(value, np.ndarray):
+        if value is None:
+            raise InputTypeError(f"input {name!r} is None; it expects {_type_string(spec)}")
+        value = np.asarray(value)
+    if not isinstance(spec, TensorType):
+        return _readonly(value)
+    try:
+        actual = from_numpy(value.dtype)
+    except TypeError:
+        raise InputTypeError(
+            f"input {name!r} has dtype {value.dtype}, which ONNX cannot hold; expected {spec}"
+        ) from None
+    if actual != spec.dtype:
+        raise InputTypeError(
+            f"input {name!r} expects {spec} but got tensor({actual.type_string}) (numpy {value.dtype})"
+        )
+    if actual == DataType.STRING and value.dtype != object:
+        value = value.astype(object)
+    if spec.shape is not None:
+        if value.ndim != len(spec.shape):
+            raise InputShapeError(
+                f"input {name!r} expects rank {len(spec.shape)} {list(spec.shape)}, "
+                f"got rank {value.ndim} {list(value.shape)}"
+            )
+        for axis, (want, got) in enumerate(zip(spec.shape, value.shape)):
+            if isinstance(want, int) and want >= 0 and want != got:
+                raise InputShapeError(
+                    f"input {name!r} expects shape {list(spec.shape)}, got {list(value.shape)} "
+                    f"(dimension {axis} must be {want}, is {got})"
+                )
+    return _readonly(value)
+
+
+def get_available_providers(host: PluginHost | None = None) -> list[str]:
+    """Providers installed and able to run on this machine, best first (CPU last)."""
+    registry = (host or get_plugin_host()).providers()
+    names = [spec.name for spec in registry.specs() if spec.is_available()]
+    return sorted(names, key=lambda n: (n == CPU_PROVIDER, n))
+
+
+def get_all_providers(host: PluginHost | None = None) -> list[str]:
+    """Every installed provider, available here or not."""
+    return (host or get_plugin_host()).providers().names()
+
+
+def get_device(host: PluginHost | None = None) -> str:
+    """``GPU`` when a GPU provider is available here, else ``CPU`` (onnxruntime's convention)."""
+    registry = (host or get_plugin_host()).providers()
+    devices = {spec.device for spec in registry.specs() if spec.is_available()}
+    return "GPU" if devices & {"cuda", "gpu"} else "CPU"
+
+
+__all__ = [
+    "InferenceSession",
+    "ModelMetadata",
+    "NodeArg",
+    "RonnError",
+    "get_all_providers",
+    "get_available_providers",
+    "get_device",
+    "load_model",
+]

@@ -1,0 +1,5 @@
+"""ronn's CPU execution provider."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

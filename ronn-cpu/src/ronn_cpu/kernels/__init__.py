@@ -1,0 +1,32 @@
+"""The CPU provider's kernels, one module per operator family.
+
+Every module defines ``KERNELS = KernelTable()``. Kernels take the array namespace from
+``ctx.xp`` so other providers (CuPy) can reuse them.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from ronn.registry import KernelRegistry
+
+FAMILIES = (
+    "elementwise",
+    "nn",
+    "tensor",
+    "reduce",
+    "sequence",
+    "control",
+)
+
+
+def register_all(registry: KernelRegistry, provider: str) -> None:
+    """Add every family's kernels to ``registry`` under ``provider``."""
+    for family in FAMILIES:
+        try:
+            module = import_module(f"{__name__}.{family}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{family}":
+                continue  # family not written yet
+            raise
+        module.KERNELS.add_to(registry, provider)

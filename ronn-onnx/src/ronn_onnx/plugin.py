@@ -1,0 +1,45 @@
+"""ronn-onnx's plugin: registers the ONNX model loader. Cheap to import: onnx loads on first use."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ronn.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from ronn.ir import Model
+    from ronn.registry import LoaderRegistry
+
+
+class LazyOnnxLoader:
+    """Defers importing onnx and protobuf until a model is actually loaded."""
+
+    def _impl(self) -> Any:
+        from .loader import OnnxLoader
+
+        return OnnxLoader()
+
+    def can_load(self, source: Any) -> bool:
+        """Paths that are not URLs, raw bytes and ModelProto objects."""
+        import os
+
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            return True
+        if type(source).__name__ == "ModelProto":
+            return True
+        if isinstance(source, (str, os.PathLike)):
+            return "://" not in os.fspath(source)
+        return False
+
+    def load(self, source: Any, options: dict[str, str]) -> Model:
+        """Load an ONNX model into the IR."""
+        return self._impl().load(source, options)
+
+    def save(self, model: Model, path: str) -> None:
+        """Save the IR as an ONNX file."""
+        self._impl().save(model, path)
+
+
+@hookimpl
+def ronn_register_model_loaders(registry: LoaderRegistry) -> None:
+    registry.add("onnx", LazyOnnxLoader())
