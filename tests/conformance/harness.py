@@ -49,12 +49,30 @@ class Case:
 
 
 def node_cases() -> list[Case]:
-    """Every node test case onnx defines, generated in-process."""
+    """Every node test case onnx defines, generated in-process (cached per onnx version).
+
+    Generating them takes ~10 s, so they are pickled under the temp folder, keyed by the
+    onnx version; set RONN_NO_CASE_CACHE=1 to regenerate.
+    """
+    import pickle
+    import tempfile
+
+    cache = os.path.join(tempfile.gettempdir(), f"ronn-node-cases-onnx-{onnx.__version__}.pkl")
+    if os.environ.get("RONN_NO_CASE_CACHE", "") in ("", "0") and os.path.exists(cache):
+        try:
+            with open(cache, "rb") as handle:
+                return [Case(*fields) for fields in pickle.load(handle)]
+        except Exception:
+            pass
     from onnx.backend.test.case.node import collect_testcases
 
     cases = []
     for tc in collect_testcases(None):
         cases.append(Case(tc.name, tc.model, [(list(i), list(o)) for i, o in tc.data_sets], tc.rtol, tc.atol))
+    tmp = f"{cache}.{os.getpid()}"
+    with open(tmp, "wb") as handle:
+        pickle.dump([(c.name, c.model, c.data_sets, c.rtol, c.atol) for c in cases], handle)
+    os.replace(tmp, cache)
     return cases
 
 
