@@ -96,12 +96,21 @@ class PluginHost:
     def register(self, plugin: Any, name: str | None = None) -> str:
         """Register a plugin object or module by hand; registries are rebuilt on next use."""
         with self._lock:
-            registered = self._pm.register(plugin, name=name)
+            try:
+                registered = self._pm.register(plugin, name=name)
+                self._check_pending()
+            except pluggy.PluginValidationError as exc:
+                if self._pm.is_registered(plugin):
+                    self._pm.unregister(plugin)
+                raise PluginLoadError(f"plugin {name or plugin!r} is invalid: {exc}") from exc
             if registered is None:
                 raise PluginLoadError(f"plugin {name or plugin!r} is blocked or already registered")
-            self._pm.check_pending()
             self._registries.clear()
             return registered
+
+    def _check_pending(self) -> None:
+        """Fail on hook implementations that match no hook (a misspelled ``ronn_`` name)."""
+        self._pm.check_pending()
 
     def unregister(self, name: str) -> None:
         """Remove a plugin by name; registries are rebuilt on next use."""
@@ -123,7 +132,10 @@ class PluginHost:
                 self._pm.enable_tracing()
             if autoload:
                 self._load_entry_points()
-            self._pm.check_pending()
+            try:
+                self._check_pending()
+            except pluggy.PluginValidationError as exc:
+                raise PluginLoadError(f"a ronn plugin implements an unknown hook: {exc}") from exc
 
     def _load_entry_points(self) -> None:
         allow = self._allow if self._allow is not None else _env_list("RONN_PLUGINS")
@@ -154,7 +166,12 @@ class PluginHost:
                     f"ronn plugin {ep.name!r} ({ep.value}) from distribution "
                     f"{dist or 'unknown'} {version or ''} failed to import: {exc}"
                 ) from exc
-            self._pm.register(plugin, name=ep.name)
+            try:
+                self._pm.register(plugin, name=ep.name)
+            except pluggy.PluginValidationError as exc:
+                raise PluginLoadError(
+                    f"ronn plugin {ep.name!r} from distribution {dist or 'unknown'} is invalid: {exc}"
+                ) from exc
             self._distributions[ep.name] = (dist, version)
 
     # --- registries -----------------------------------------------------------------------

@@ -1,0 +1,154 @@
+"""Sessions over a hand-built IR with an in-test plugin (no ronn-onnx, no ronn-cpu)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import ronn
+from ronn.errors import (
+    InputShapeError,
+    InputTypeError,
+    InvalidInputNameError,
+    KernelError,
+    MissingInputError,
+    ProviderError,
+    UnsupportedOperatorError,
+)
+from ronn.dtypes import DataType
+from ronn.ir import Graph, Model, Node, TensorType, ValueInfo
+
+
+def tensor(name: str, *shape) -> ValueInfo:
+    return ValueInfo(name, TensorType(DataType.FLOAT, tuple(shape)))
+
+
+def test_runs_and_fetches_intermediates(host, chain_model) -> None:
+    session = ronn.InferenceSession(chain_model, plugin_host=host)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    (y,) = session.run(None, {"x": x})
+    np.testing.assert_array_equal(y, np.zeros((2, 3), np.float32))
+    n, y2 = session.run(["n", "y"], {"x": x})
+    np.testing.assert_array_equal(n, -x)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_inputs_are_never_modified_and_outputs_are_owned(host) -> None:
+    graph = Graph([Node("Neg", ["x"], ["y"])], [tensor("x", 3)], [tensor("x", 3), tensor("y", 3)])
+    session = ronn.InferenceSession(Model(graph, {"": 17}), plugin_host=host)
+    x = np.ones(3, np.float32)
+    passthrough, _ = session.run(None, {"x": x})
+    assert x.flags.writeable
+    passthrough[0] = 5  # the caller owns what it gets back
+    assert x[0] == 1
+
+
+def test_input_errors_name_the_input(host, chain_model) -> None:
+    session = ronn.InferenceSession(chain_model, plugin_host=host)
+    good = np.zeros((2, 3), np.float32)
+    with pytest.raises(InvalidInputNameError, match="'z' is not an input.*\\['x'\\]"):
+        session.run(None, {"x": good, "z": good})
+    with pytest.raises(MissingInputError, match=r"missing input\(s\) \['x'\]"):
+        session.run(None, {})
+    with pytest.raises(InputTypeError, match=r"'x' expects tensor\(float\) but got tensor\(double\)"):
+        session.run(None, {"x": good.astype(np.float64)})
+    with pytest.raises(InputShapeError, match="'x' expects rank 2"):
+        session.run(None, {"x": np.zeros(3, np.float32)})
+    with pytest.raises(InputShapeError, match="dimension 1 must be 3, is 4"):
+        session.run(None, {"x": np.zeros((2, 4), np.float32)})
+    with pytest.raises(InvalidInputNameError, match="cannot fetch 'nope'"):
+        session.run(["nope"], {"x": good})
+
+
+def test_kernel_failure_names_node_and_inputs(host) -> None:
+    graph = Graph([Node("Fail", ["x"], ["y"], name="bad")], [tensor("x", 2)], [tensor("y", 2)])
+    session = ronn.InferenceSession(Model(graph, {"": 17}), plugin_host=host)
+    with pytest.raises(KernelError, match=r"node 'bad' \(Fail\) failed: ValueError: boom \(inputs: x: float32\[2\]\)"):
+        session.run(None, {"x": np.zeros(2, np.float32)})
+
+
+def test_unsupported_operators_are_listed_together(host) -> None:
+    graph = Graph(
+        [Node("Mystery", ["x"], ["a"]), Node("Enigma", ["a"], ["b"], domain="com.x"), Node("Mystery", ["b"], ["y"])],
+        [tensor("x", 2)], [tensor("y", 2)],
+    )
+    with pytest.raises(UnsupportedOperatorError) as info:
+        ronn.InferenceSession(Model(graph, {"": 13, "com.x": 2}), plugin_host=host)
+    assert info.value.operators == [("", "Mystery", 13), ("com.x", "Enigma", 2)]
+    assert "ai.onnx::Mystery (opset 13)" in str(info.value)
+
+
+def test_unknown_and_duplicate_providers(host, chain_model) -> None:
+    with pytest.raises(ProviderError, match="unknown execution provider 'CUDAExecutionProvider'"):
+        ronn.InferenceSession(chain_model, providers=["CUDAExecutionProvider"], plugin_host=host)
+    with pytest.raises(ProviderError, match="listed twice"):
+        ronn.InferenceSession(chain_model, providers=["CPUExecutionProvider"] * 2, plugin_host=host)
+
+
+def test_provider_tuples_and_options(host, chain_model) -> None:
+    session = ronn.InferenceSession(
+        chain_model, providers=[("TestExecutionProvider", {"knob": 1})], plugin_host=host
+    )
+    assert session.get_providers() == ["TestExecutionProvider", "CPUExecutionProvider"]
+    assert session.get_provider_options()["TestExecutionProvider"] == {"knob": "1"}
+
+
+def test_concurrent_runs_on_one_session(host, chain_model) -> None:
+    session = ronn.InferenceSession(chain_model, plugin_host=host)
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(200):
+            x = rng.standard_normal((4, 3)).astype(np.float32)
+            n, y = session.run(["n", "y"], {"x": x})
+            if not (np.array_equal(n, -x) and np.array_equal(y, np.zeros_like(x))):
+                errors.append(AssertionError(f"wrong result in thread {seed}"))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_run_wrapper_hook_is_called_once_per_run(make_host, chain_model) -> None:
+    calls = []
+
+    class Tracer:
+        @ronn.hookimpl
+        def ronn_wrap_run(self, run, session):
+            def wrapped(feeds, fetches, options):
+                calls.append((session.input_names, tuple(fetches)))
+                return run(feeds, fetches, options)
+
+            return wrapped
+
+    host = make_host(Tracer())
+    session = ronn.InferenceSession(chain_model, plugin_host=host)
+    session.run(None, {"x": np.zeros((1, 3), np.float32)})
+    assert calls == [(("x",), ("y",))]
+
+
+def test_select_provider_hook_overrides_placement(make_host, chain_model) -> None:
+    class Placer:
+        @ronn.hookimpl
+        def ronn_select_provider(self, node, graph, candidates):
+            return "CPUExecutionProvider" if node.op_type == "Add" else None
+
+    host = make_host(Placer())
+    session = ronn.InferenceSession(chain_model, providers=["TestExecutionProvider"], plugin_host=host)
+    assert dict((n, p) for n, _, p in session.node_providers()) == {
+        "neg": "TestExecutionProvider",
+        "add": "CPUExecutionProvider",
+    }
+
+
+def test_strict_fallback(host, chain_model) -> None:
+    options = ronn.SessionOptions()
+    options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    session = ronn.InferenceSession(chain_model, options, providers=["TestExecutionProvider"], plugin_host=host)
+    assert session.get_providers() == ["TestExecutionProvider"]
