@@ -152,3 +152,135 @@ def test_strict_fallback(host, chain_model) -> None:
     options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     session = ronn.InferenceSession(chain_model, options, providers=["TestExecutionProvider"], plugin_host=host)
     assert session.get_providers() == ["TestExecutionProvider"]
+
+
+def test_optimizer_passes_run_by_level_and_can_be_disabled(make_host, chain_model) -> None:
+    ran = []
+
+    class Passes:
+        @ronn.hookimpl
+        def ronn_register_optimizers(self, registry):
+            def basic(model, session):
+                ran.append("basic")
+                return False
+
+            def extended(model, session):
+                ran.append("extended")
+                return False
+
+            registry.add("basic_pass", basic, level=ronn.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+            registry.add("extended_pass", extended, level=ronn.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+
+    host = make_host(Passes())
+    options = ronn.SessionOptions()
+    options.graph_optimization_level = ronn.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    ronn.InferenceSession(chain_model, options, plugin_host=host)
+    assert ran == ["basic"]
+    ran.clear()
+    options.graph_optimization_level = ronn.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("optimization.disabled_optimizers", "basic_pass")
+    ronn.InferenceSession(chain_model, options, plugin_host=host)
+    assert ran == ["extended"]
+    ran.clear()
+    options.graph_optimization_level = ronn.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ronn.InferenceSession(chain_model, options, plugin_host=host)
+    assert ran == []
+
+
+def test_an_optimizer_pass_rewrites_the_graph(make_host, chain_model) -> None:
+    class AddToNeg:
+        @ronn.hookimpl
+        def ronn_register_optimizers(self, registry):
+            def add_to_neg(model, session):
+                for node in model.graph.nodes:
+                    if node.op_type == "Add":
+                        node.op_type = "Neg"
+                        node.inputs = ["n"]
+                return True
+
+            registry.add("add_to_neg", add_to_neg)
+
+    session = ronn.InferenceSession(chain_model, plugin_host=make_host(AddToNeg()))
+    x = np.arange(3, dtype=np.float32).reshape(1, 3)
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], x)
+
+
+def test_model_loader_plugin(make_host, chain_model) -> None:
+    class MiniLoader:
+        def can_load(self, source):
+            return isinstance(source, str) and source.startswith("mini://")
+
+        def load(self, source, options):
+            return chain_model
+
+    class LoaderPlugin:
+        @ronn.hookimpl
+        def ronn_register_model_loaders(self, registry):
+            registry.add("mini", MiniLoader())
+
+    session = ronn.InferenceSession("mini://chain", plugin_host=make_host(LoaderPlugin()))
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    from ronn.errors import NoLoaderError
+
+    with pytest.raises(NoLoaderError, match="no model loader accepts 'other://x'"):
+        ronn.InferenceSession("other://x", plugin_host=make_host(LoaderPlugin()))
+
+
+def test_allocator_plugin_reaches_the_kernels(make_host) -> None:
+    made = []
+
+    class CountingAllocator:
+        def empty(self, shape, dtype):
+            made.append(shape)
+            return np.empty(shape, dtype)
+
+    class AllocPlugin:
+        @ronn.hookimpl
+        def ronn_register_allocators(self, registry):
+            registry.add("cpu", "counting", CountingAllocator)
+
+        @ronn.hookimpl
+        def ronn_register_kernels(self, registry):
+            def alloc_neg(ctx):
+                allocator = ctx.allocator
+
+                def run(x):
+                    out = allocator.empty(x.shape, x.dtype)
+                    np.negative(x, out=out)
+                    return (out,)
+
+                return run
+
+            registry.add("AllocNeg", alloc_neg, domain="com.alloc", provider="TestExecutionProvider")
+
+    graph = Graph([Node("AllocNeg", ["x"], ["y"], domain="com.alloc")], [tensor("x", 2)], [tensor("y", 2)])
+    model = Model(graph, {"": 17, "com.alloc": 1})
+    session = ronn.InferenceSession(
+        model, providers=[("TestExecutionProvider", {"allocator": "counting"})], plugin_host=make_host(AllocPlugin())
+    )
+    np.testing.assert_array_equal(session.run(None, {"x": np.ones(2, np.float32)})[0], -np.ones(2))
+    assert made == [(2,)]
+    with pytest.raises(ProviderError, match="no allocator 'nope'"):
+        ronn.InferenceSession(
+            model, providers=[("TestExecutionProvider", {"allocator": "nope"})], plugin_host=make_host(AllocPlugin())
+        )
+
+
+def test_strict_fallback_refuses_nodes_off_the_listed_providers(make_host, caplog) -> None:
+    class CpuOnly:
+        @ronn.hookimpl
+        def ronn_register_kernels(self, registry):
+            registry.add("CpuOnly", lambda ctx: (lambda x: (x,)), provider="CPUExecutionProvider")
+
+    graph = Graph([Node("CpuOnly", ["x"], ["y"], name="c")], [tensor("x", 2)], [tensor("y", 2)])
+    options = ronn.SessionOptions()
+    options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    from ronn.errors import UnsupportedOperatorError
+
+    with pytest.raises(UnsupportedOperatorError, match="CpuOnly"):
+        ronn.InferenceSession(Model(graph, {"": 17}), options, providers=["TestExecutionProvider"], plugin_host=make_host(CpuOnly()))
+    # without the switch the node falls back to the CPU provider, with a warning
+    with caplog.at_level("WARNING", logger="ronn.session"):
+        session = ronn.InferenceSession(Model(graph, {"": 17}), providers=["TestExecutionProvider"], plugin_host=make_host(CpuOnly()))
+    assert session.node_providers() == [("c", "CpuOnly", "CPUExecutionProvider")]
+    assert "1 node(s) to CPUExecutionProvider: node 'c' (CpuOnly)" in caplog.text

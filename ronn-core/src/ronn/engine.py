@@ -221,6 +221,7 @@ class CompiledGraph:
             output_types=[self._types.get(o) if o else None for o in node.outputs],
             implicit_inputs=implicit,
             model=self.model,
+            allocator=placement.provider.allocator,
             compile_subgraph_fn=lambda sub: CompiledGraph(
                 sub, self.model, self.partition, outer_scope=sorted(defined | set(self.outer_scope)),
                 kernel_cache=self._kernels,

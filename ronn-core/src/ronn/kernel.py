@@ -55,6 +55,8 @@ class KernelContext:
     #: outer-scope names the node's subgraphs read; their values follow the explicit inputs
     implicit_inputs: list[str] = field(default_factory=list)
     model: Model | None = None
+    #: the provider's allocator, for kernels that want uninitialised output buffers
+    allocator: Any = None
     compile_subgraph_fn: Callable[[Graph], SubgraphRunner] | None = None
 
     def attr(self, name: str, default: Any = _MISSING) -> Any:

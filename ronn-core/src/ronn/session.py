@@ -189,13 +189,13 @@ class InferenceSession:
                 raise ProviderError(
                     f"execution provider {name!r} is installed but cannot run on this machine"
                 )
-            instances.append(spec.factory(options))
+            instances.append(self._with_allocator(spec.factory(options), options))
         requested = len(instances)
         strict = self._sess_options.config(DISABLE_CPU_FALLBACK) == "1"
         if not strict and CPU_PROVIDER not in self._provider_names:
             cpu = registry.get(CPU_PROVIDER)
             if cpu is not None:
-                instances.append(cpu.factory({}))
+                instances.append(self._with_allocator(cpu.factory({}), {}))
         self._providers = instances
         part = partition(self._model, instances, self._host, preferred=requested)
         report_fallbacks(part, self._provider_names, strict=strict)
@@ -217,6 +217,16 @@ class InferenceSession:
             node_count=sum(1 for _ in graph.walk()),
         )
         self._run_fn: RunFunction = self._host.wrap_run(self._run_plan, info)
+
+    def _with_allocator(self, provider: ExecutionProvider, options: dict[str, str]) -> ExecutionProvider:
+        """Give the provider the allocator its options name (or its device's default), if any."""
+        name = options.get("allocator", "default")
+        allocator = self._host.allocators().create(provider.device, name)
+        if allocator is not None:
+            provider.allocator = allocator
+        elif "allocator" in options:
+            raise ProviderError(f"no allocator {name!r} is registered for device {provider.device!r}")
+        return provider
 
     def _save_optimized(self, path: str) -> None:
         saver = None

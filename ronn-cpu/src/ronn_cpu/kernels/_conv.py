@@ -1,0 +1,400 @@
+"""Convolutions: Conv, ConvTranspose, ConvInteger, QLinearConv and Col2Im.
+
+Conv gathers the input's sliding windows with a strided view (im2col) and runs one batched
+matmul for all groups; 1x1 kernels skip the gathering, depthwise kernels multiply-accumulate
+over the kernel taps. ConvTranspose and Col2Im run a matmul, then scatter-add each kernel
+tap's columns into the output (col2im).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ronn.kernel import KernelContext, KernelRun
+
+from ._nn_common import (
+    KERNELS,
+    auto_pad_attr,
+    derived,
+    ints,
+    pad_spatial,
+    resolve_pads,
+    rounded_to,
+    tap_slices,
+    widen,
+)
+
+# --- geometry -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvAttrs:
+    """A convolution node's attributes, with per-axis lists left ``None`` when absent."""
+
+    auto_pad: str
+    group: int
+    kernel_shape: list[int] | None
+    strides: list[int] | None
+    dilations: list[int] | None
+    pads: list[int] | None
+
+
+def conv_attrs(ctx: KernelContext) -> ConvAttrs:
+    """Read and check the attributes shared by the convolution operators."""
+    group = int(ctx.attr("group", 1))
+    if group < 1:
+        raise ctx.fail(f"group must be positive, got {group}")
+
+    def optional_ints(name: str) -> list[int] | None:
+        value = ctx.attr(name, None)
+        return None if value is None else [int(v) for v in value]
+
+    attrs = ConvAttrs(
+        auto_pad_attr(ctx),
+        group,
+        optional_ints("kernel_shape"),
+        optional_ints("strides"),
+        optional_ints("dilations"),
+        optional_ints("pads"),
+    )
+    for name in ("strides", "dilations"):
+        if any(v < 1 for v in getattr(attrs, name) or ()):
+            raise ctx.fail(f"{name} must be positive, got {getattr(attrs, name)}")
+    if attrs.pads is not None and any(p < 0 for p in attrs.pads):
+        raise ctx.fail(f"pads must not be negative, got {attrs.pads}")
+    return attrs
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a convolution's kernel taps read: per spatial axis."""
+
+    strides: list[int]
+    dilations: list[int]
+    begins: list[int]
+    ends: list[int]
+
+
+def conv_geometry(attrs: ConvAttrs, in_shape: Sequence[int], kernel: Sequence[int]) -> Geometry:
+    """Strides, dilations and pads of a convolution over ``in_shape`` with ``kernel``."""
+    rank = len(in_shape)
+    if attrs.kernel_shape is not None and list(attrs.kernel_shape) != list(kernel):
+        raise ValueError(f"kernel_shape {attrs.kernel_shape} does not match the weight's {list(kernel)}")
+    strides = ints(attrs.strides, rank, 1)
+    dilations = ints(attrs.dilations, rank, 1)
+    begins, ends = resolve_pads(attrs.auto_pad, in_shape, kernel, strides, dilations, attrs.pads)
+    return Geometry(strides, dilations, begins, ends)
+
+
+def taps(kernel: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every kernel tap's index, in row-major order."""
+    return list(np.ndindex(*kernel))
+
+
+def _check_channels(x: Any, w: Any, group: int) -> None:
+    if x.ndim < 3 or w.ndim != x.ndim:
+        raise ValueError(f"input rank {x.ndim} and weight rank {w.ndim} do not fit a convolution")
+    channels, out_channels = x.shape[1], w.shape[0]
+    if channels % group or out_channels % group or w.shape[1] * group != channels:
+        raise ValueError(
+            f"{channels} input channels, weight {tuple(w.shape)} and group {group} do not match"
+        )
+
+
+# --- Conv -----------------------------------------------------------------------------------
+
+
+def convolve(xp: Any, x: Any, w: Any, group: int, geo: Geometry) -> Any:
+    """The convolution of ``x`` (N, C, *in) with ``w`` (M, C/group, *k), no bias."""
+    _check_channels(x, w, group)
+    n, channels = x.shape[:2]
+    out_channels = w.shape[0]
+    kernel = w.shape[2:]
+    padded = pad_spatial(xp, x, geo.begins, geo.ends, 0)
+    out_shape = tuple(
+        (size - ((k - 1) * d + 1)) // s + 1
+        for size, k, s, d in zip(padded.shape[2:], kernel, geo.strides, geo.dilations)
+    )
+    if any(o < 1 for o in out_shape):
+        raise ValueError(f"the kernel {tuple(kernel)} does not fit the padded input {padded.shape[2:]}")
+    in_group = channels // group
+    if in_group == 1 and group == channels and group > 1:
+        return _depthwise(xp, padded, w, out_shape, geo)
+    positions = math.prod(out_shape)
+    if all(k == 1 for k in kernel):
+        picked = padded[(slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out_shape, geo.strides))]
+        cols = picked.reshape(n, group, in_group, positions)
+    else:
+        cols = _windows(xp, padded, kernel, out_shape, geo).reshape(
+            n, group, in_group * math.prod(kernel), positions
+        )
+    weights = w.reshape(group, out_channels // group, -1)
+    if group == 1:
+        y = xp.matmul(weights[0], cols[:, 0])
+    else:
+        y = xp.matmul(weights, cols)
+    return y.reshape((n, out_channels) + out_shape)
+
+
+def _windows(xp: Any, padded: Any, kernel: Sequence[int], out_shape: Sequence[int], geo: Geometry) -> Any:
+    """A read-only strided view (N, C, *kernel, *out) of every tap at every output position."""
+    spatial_strides = padded.strides[2:]
+    shape = padded.shape[:2] + tuple(kernel) + tuple(out_shape)
+    strides = (
+        padded.strides[:2]
+        + tuple(st * d for st, d in zip(spatial_strides, geo.dilations))
+        + tuple(st * s for st, s in zip(spatial_strides, geo.strides))
+    )
+    return xp.lib.stride_tricks.as_strided(padded, shape=shape, strides=strides, writeable=False)
+
+
+def _depthwise(xp: Any, padded: Any, w: Any, out_shape: Sequence[int], geo: Geometry) -> Any:
+    """A depthwise convolution: one multiply-accumulate over the output per kernel tap."""
+    n, channels = padded.shape[:2]
+    multiplier = w.shape[0] // channels
+    kernel = w.shape[2:]
+    per_tap = w.reshape(channels, multiplier, -1)
+    expand = (1,) * len(out_shape)
+    acc = xp.zeros((n, channels, multiplier) + tuple(out_shape), dtype=padded.dtype)
+    scratch = xp.empty_like(acc)
+    for index, tap in enumerate(taps(kernel)):
+        window = padded[(slice(None), slice(None)) + tap_slices(tap, out_shape, geo.strides, geo.dilations)]
+        xp.multiply(window[:, :, None], per_tap[:, :, index].reshape((channels, multiplier) + expand), out=scratch)
+        acc += scratch
+    return acc.reshape((n, channels * multiplier) + tuple(out_shape))
+
+
+def _add_bias(y: Any, bias: Any) -> Any:
+    if bias is not None:
+        if bias.shape != (y.shape[1],):
+            raise ValueError(f"bias shape {bias.shape} does not match {y.shape[1]} output channels")
+        y += bias.reshape((-1,) + (1,) * (y.ndim - 2)).astype(y.dtype, copy=False)
+    return y
+
+
+@KERNELS.register("Conv", since=(1, 11, 22))
+def conv(ctx: KernelContext) -> KernelRun:
+    """Conv: N-D convolution with groups, strides, dilations, pads and optional bias."""
+    xp = ctx.xp
+    attrs = conv_attrs(ctx)
+    weights = derived(ctx, 1, widen)
+
+    def run(x, w, bias=None):
+        geo = conv_geometry(attrs, x.shape[2:], w.shape[2:])
+        y = convolve(xp, widen(x), weights(w), attrs.group, geo)
+        return (_add_bias(y, bias).astype(x.dtype, copy=False),)
+
+    return run
+
+
+# --- integer convolutions ---------------------------------------------------------------
+
+
+def _centred(x: Any, zero_point: Any, channel_axis_size: int | None = None) -> Any:
+    """``x - zero_point`` in float64 (exact for 8-bit data); per-channel points on axis 0."""
+    values = x.astype(np.float64)
+    if zero_point is None:
+        return values
+    zp = np.asarray(zero_point).astype(np.float64)
+    if zp.ndim == 1 and zp.size > 1 and channel_axis_size is not None:
+        if zp.size != channel_axis_size:
+            raise ValueError(f"{zp.size} zero points for {channel_axis_size} channels")
+        zp = zp.reshape((-1,) + (1,) * (values.ndim - 1))
+    elif zp.size != 1:
+        raise ValueError(f"zero point of shape {zp.shape} is neither a scalar nor per channel")
+    else:
+        zp = zp.reshape(())
+    return values - zp
+
+
+@KERNELS.register("ConvInteger", since=10)
+def conv_integer(ctx: KernelContext) -> KernelRun:
+    """ConvInteger: convolution of 8-bit integers after removing zero points, into int32."""
+    xp = ctx.xp
+    attrs = conv_attrs(ctx)
+
+    def run(x, w, x_zero_point=None, w_zero_point=None):
+        geo = conv_geometry(attrs, x.shape[2:], w.shape[2:])
+        y = convolve(xp, _centred(x, x_zero_point), _centred(w, w_zero_point, w.shape[0]), attrs.group, geo)
+        return (xp.rint(y).astype(np.int32),)
+
+    return run
+
+
+@KERNELS.register("QLinearConv", since=10)
+def qlinear_conv(ctx: KernelContext) -> KernelRun:
+    """QLinearConv: a quantized convolution requantized to the output's scale and zero point."""
+    xp = ctx.xp
+    attrs = conv_attrs(ctx)
+
+    def run(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point=None, bias=None):
+        geo = conv_geometry(attrs, x.shape[2:], w.shape[2:])
+        acc = convolve(xp, _centred(x, x_zero_point), _centred(w, w_zero_point, w.shape[0]), attrs.group, geo)
+        if bias is not None:
+            acc = _add_bias(acc, bias)
+        w_scale = np.asarray(w_scale, dtype=np.float64)
+        if w_scale.size > 1:
+            if w_scale.shape != (w.shape[0],):
+                raise ValueError(f"w_scale shape {w_scale.shape} does not match {w.shape[0]} output channels")
+            w_scale = w_scale.reshape((-1,) + (1,) * (acc.ndim - 2))
+        multiplier = np.float64(x_scale) * w_scale / np.float64(y_scale)
+        out_dtype = x.dtype if y_zero_point is None else y_zero_point.dtype
+        scaled = acc * multiplier
+        if y_zero_point is not None:
+            scaled += np.float64(y_zero_point)
+        return (rounded_to(scaled, out_dtype),)
+
+    return run
+
+
+# --- ConvTranspose and Col2Im -----------------------------------------------------------
+
+
+def col2im(
+    xp: Any,
+    cols: Any,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    begins: Sequence[int],
+    out_shape: Sequence[int],
+) -> Any:
+    """Scatter-add ``cols`` (N, C, *kernel, *blocks) into an image (N, C, *out_shape).
+
+    Block ``i`` and tap ``t`` of an axis land at ``i * stride + t * dilation - begin``;
+    positions outside the image are dropped (``begin`` may be negative).
+    """
+    rank = len(kernel)
+    blocks = cols.shape[2 + rank :]
+    lead = [max(0, -b) for b in begins]
+    span = [(nb - 1) * s + (k - 1) * d + 1 for nb, k, s, d in zip(blocks, kernel, strides, dilations)]
+    size = [ld + max(sp, b + o) for ld, sp, b, o in zip(lead, span, begins, out_shape)]
+    image = xp.zeros(cols.shape[:2] + tuple(size), dtype=cols.dtype)
+    everything = (slice(None), slice(None))
+    for tap in taps(kernel):
+        target = tuple(
+            slice(ld + t * d, ld + t * d + (nb - 1) * s + 1, s)
+            for ld, t, nb, s, d in zip(lead, tap, blocks, strides, dilations)
+        )
+        image[everything + target] += cols[everything + tap]
+    crop = tuple(slice(ld + b, ld + b + o) for ld, b, o in zip(lead, begins, out_shape))
+    return xp.ascontiguousarray(image[everything + crop])
+
+
+def transpose_geometry(
+    attrs: ConvAttrs,
+    output_padding: list[int] | None,
+    output_shape: list[int] | None,
+    in_shape: Sequence[int],
+    kernel: Sequence[int],
+) -> tuple[Geometry, list[int]]:
+    """A ConvTranspose's geometry and spatial output shape (pads derived per the spec)."""
+    rank = len(in_shape)
+    if attrs.kernel_shape is not None and list(attrs.kernel_shape) != list(kernel):
+        raise ValueError(f"kernel_shape {attrs.kernel_shape} does not match the weight's {list(kernel)}")
+    strides = ints(attrs.strides, rank, 1)
+    dilations = ints(attrs.dilations, rank, 1)
+    extra = ints(output_padding, rank, 0) if output_padding is None or len(output_padding) == rank else [
+        int(v) for v in output_padding[-rank:]
+    ]
+    natural = [s * (n - 1) + e + (k - 1) * d + 1 for n, k, s, d, e in zip(in_shape, kernel, strides, dilations, extra)]
+    if output_shape is None and attrs.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        output_shape = [n * s for n, s in zip(in_shape, strides)]
+    if output_shape is not None:
+        shape = [int(v) for v in output_shape][-rank:]
+        if len(shape) != rank:
+            raise ValueError(f"output_shape {output_shape} does not match {rank} spatial axes")
+        begins, ends = [], []
+        for total in (nat - o for nat, o in zip(natural, shape)):
+            small, large = total // 2, total - total // 2
+            begin, end = (small, large) if attrs.auto_pad == "SAME_UPPER" else (large, small)
+            begins.append(begin)
+            ends.append(end)
+        return Geometry(strides, dilations, begins, ends), shape
+    begins, ends = resolve_pads(attrs.auto_pad, in_shape, kernel, strides, dilations, attrs.pads)
+    shape = [nat - b - e for nat, b, e in zip(natural, begins, ends)]
+    if any(o < 1 for o in shape):
+        raise ValueError(f"pads {attrs.pads} leave an empty output {shape}")
+    return Geometry(strides, dilations, begins, ends), shape
+
+
+def transpose_convolve(xp: Any, x: Any, w: Any, group: int, geo: Geometry, out_shape: Sequence[int]) -> Any:
+    """The transposed convolution of ``x`` (N, C, *in) with ``w`` (C, M/group, *k), no bias."""
+    if x.ndim < 3 or w.ndim != x.ndim or x.shape[1] != w.shape[0] or x.shape[1] % group:
+        raise ValueError(f"input {x.shape}, weight {w.shape} and group {group} do not match")
+    n, channels = x.shape[:2]
+    in_group, out_group = channels // group, w.shape[1]
+    kernel, in_shape = w.shape[2:], x.shape[2:]
+    positions = math.prod(in_shape)
+    weights = w.reshape(group, in_group, -1).transpose(0, 2, 1)  # (G, M/G * K, C/G)
+    if group == 1:
+        cols = xp.matmul(weights[0], x.reshape(n, in_group, positions))
+    else:
+        cols = xp.matmul(weights, x.reshape(n, group, in_group, positions))
+    cols = cols.reshape((n, out_group * group) + tuple(kernel) + tuple(in_shape))
+    return col2im(xp, cols, kernel, geo.strides, geo.dilations, geo.begins, out_shape)
+
+
+@KERNELS.register("ConvTranspose", since=(1, 11, 22))
+def conv_transpose(ctx: KernelContext) -> KernelRun:
+    """ConvTranspose: the gradient of Conv, with output_padding / output_shape."""
+    xp = ctx.xp
+    attrs = conv_attrs(ctx)
+    output_padding = ctx.attr("output_padding", None)
+    output_shape = ctx.attr("output_shape", None)
+    weights = derived(ctx, 1, widen)
+
+    def run(x, w, bias=None):
+        geo, shape = transpose_geometry(
+            attrs,
+            None if output_padding is None else list(output_padding),
+            None if output_shape is None else list(output_shape),
+            x.shape[2:],
+            w.shape[2:],
+        )
+        y = transpose_convolve(xp, widen(x), weights(w), attrs.group, geo, shape)
+        return (_add_bias(y, bias).astype(x.dtype, copy=False),)
+
+    return run
+
+
+@KERNELS.register("Col2Im", since=18)
+def col2im_op(ctx: KernelContext) -> KernelRun:
+    """Col2Im: rearrange column blocks (N, C*prod(block), L) into an image, summing overlaps."""
+    xp = ctx.xp
+    dilations_attr = ctx.attr("dilations", None)
+    pads_attr = ctx.attr("pads", None)
+    strides_attr = ctx.attr("strides", None)
+
+    def run(x, image_shape, block_shape):
+        image = [int(v) for v in np.asarray(image_shape).reshape(-1)]
+        block = [int(v) for v in np.asarray(block_shape).reshape(-1)]
+        rank = len(image)
+        if len(block) != rank:
+            raise ValueError(f"image_shape {image} and block_shape {block} differ in length")
+        dilations = ints(dilations_attr, rank, 1)
+        strides = ints(strides_attr, rank, 1)
+        pads = ints(pads_attr, 2 * rank, 0)
+        begins, ends = pads[:rank], pads[rank:]
+        counts = [
+            (i + b + e - (k - 1) * d - 1) // s + 1
+            for i, b, e, k, d, s in zip(image, begins, ends, block, dilations, strides)
+        ]
+        kernel_size = math.prod(block)
+        if x.ndim != 3 or x.shape[1] % kernel_size or x.shape[2] != math.prod(counts) or min(counts) < 1:
+            raise ValueError(
+                f"input {x.shape} does not hold blocks {block} sliding over {image} ({counts} blocks)"
+            )
+        if x.dtype.kind in "OUS":
+            raise TypeError("Col2Im cannot sum string tensors")
+        values = x.astype(np.uint8) if x.dtype == np.bool_ else widen(x)
+        cols = values.reshape((x.shape[0], x.shape[1] // kernel_size) + tuple(block) + tuple(counts))
+        y = col2im(xp, cols, block, strides, dilations, begins, image)
+        return ((y != 0) if x.dtype == np.bool_ else y.astype(x.dtype, copy=False),)
+
+    return run
