@@ -20,6 +20,7 @@ from ronn.errors import (
 from ronn.ir import Model
 
 from .convert import model_from_proto, model_to_proto
+from .external import load_external_data, uses_external_data
 
 logger = logging.getLogger("ronn.onnx")
 
@@ -100,23 +101,17 @@ def infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
         return proto
 
 
-def load_proto(source: Any, *, load_external_data: bool = True) -> tuple[onnx.ModelProto, str]:
+def load_proto(source: Any, *, with_external_data: bool = True) -> tuple[onnx.ModelProto, str]:
     """Read, check and (with external data) complete a model."""
     proto, name, folder = read_proto(source)
     check_versions(proto, name)
-    if load_external_data and folder is not None and _uses_external_data(proto):
-        try:
-            onnx.external_data_helper.load_external_data_for_model(proto, folder)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{name}: cannot load external data: {exc}") from exc
+    if with_external_data and uses_external_data(proto):
+        if folder is None:
+            raise ModelError(
+                f"{name}: the model keeps tensors in external data files; load it from its path"
+            )
+        load_external_data(proto, folder, name)
     return proto, name
-
-
-def _uses_external_data(proto: onnx.ModelProto) -> bool:
-    return any(
-        t.data_location == onnx.TensorProto.EXTERNAL
-        for t in onnx.external_data_helper._get_all_tensors(proto)
-    )
 
 
 def load_model(source: Any, options: dict[str, str] | None = None) -> Model:
