@@ -284,3 +284,25 @@ def test_strict_fallback_refuses_nodes_off_the_listed_providers(make_host, caplo
         session = ronn.InferenceSession(Model(graph, {"": 17}), providers=["TestExecutionProvider"], plugin_host=make_host(CpuOnly()))
     assert session.node_providers() == [("c", "CpuOnly", "CPUExecutionProvider")]
     assert "1 node(s) to CPUExecutionProvider: node 'c' (CpuOnly)" in caplog.text
+
+
+def test_model_local_functions_are_inlined(host) -> None:
+    from ronn.ir import Function
+
+    # NegAdd(a, b) = Neg(a) + b, called twice; the second call's output feeds the first's
+    body = [Node("Neg", ["a"], ["t"]), Node("Add", ["t", "b"], ["out"])]
+    fn = Function("com.f", "NegAdd", ["a", "b"], ["out"], body, opset_imports={"": 17})
+    graph = Graph(
+        [
+            Node("NegAdd", ["x", "x"], ["m"], domain="com.f", name="call1"),
+            Node("NegAdd", ["m", "x"], ["y"], domain="com.f", name="call2"),
+        ],
+        [tensor("x", 2)], [tensor("y", 2)],
+    )
+    model = Model(graph, {"": 17, "com.f": 1}, functions={("com.f", "NegAdd"): fn})
+    session = ronn.InferenceSession(model, plugin_host=host)
+    x = np.array([1.0, 2.0], np.float32)
+    # m = -x + x = 0; y = -0 + x = x
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], x)
+    assert len(session.model.graph.nodes) == 4
+    assert fn.nodes[0].inputs == ["a"]  # the function itself is left as it was

@@ -25,6 +25,7 @@ from .errors import (
     ProviderError,
     RonnError,
 )
+from .functions import inline_functions
 from .ir import Model, OptionalType, SequenceType, TensorType, ValueInfo, ValueType
 from .options import DISABLE_CPU_FALLBACK, DISABLED_OPTIMIZERS, RunOptions, SessionOptions
 from .plugins import PluginHost, get_plugin_host
@@ -113,6 +114,7 @@ class InferenceSession:
         self._model = load_model(source, self._host)
         self._model_path = source if isinstance(source, str) else None
         self._apply_initializer_overrides()
+        inline_functions(self._model)
         self._optimize()
         self._provider_names, self._provider_options = self._resolve_provider_names(
             providers, provider_options
