@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import sys
 import warnings
@@ -293,6 +294,41 @@ class GPT2Wrapper(nn.Module):
         return self.gpt2(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, return_dict=True).logits
 
 
+@contextlib.contextmanager
+def mask_without_vmap():  # type: ignore[no-untyped-def]
+    """Build transformers' 4D attention masks by broadcasting instead of torch.vmap.
+
+    transformers >= 4.53 makes GPT-2's causal+padding mask with nested torch.vmap
+    (masking_utils.sdpa_mask), which the TorchScript tracer cannot record
+    ("RuntimeError: unordered_map::at").  During the export only, this swaps in
+    an equivalent that calls the same mask functions on broadcast index tensors
+    (the approach of optimum's exporter); the onnxruntime check afterwards
+    compares against the unpatched torch model.
+    """
+    from transformers import masking_utils as mu
+
+    def sdpa_mask(batch_size, cache_position, kv_length, kv_offset=0, mask_function=mu.causal_mask_function,  # type: ignore[no-untyped-def]
+                  attention_mask=None, local_size=None, allow_is_causal_skip=True, **kwargs):
+        q_length = cache_position.shape[0]
+        padding_mask = mu.prepare_padding_mask(attention_mask, kv_length, kv_offset, _slice=False)
+        if allow_is_causal_skip and mu._ignore_causal_mask_sdpa(padding_mask, q_length, kv_length, kv_offset, local_size):
+            return None
+        kv_arange = torch.arange(kv_length, device=cache_position.device) + kv_offset
+        if padding_mask is not None:
+            mask_function = mu.and_masks(mask_function, mu.padding_mask_function(padding_mask))
+        b = torch.arange(batch_size, device=cache_position.device)[:, None, None, None]
+        h = torch.arange(1, device=cache_position.device)[None, :, None, None]
+        mask = mask_function(b, h, cache_position[None, None, :, None], kv_arange[None, None, None, :])
+        return mask.expand(batch_size, 1, q_length, kv_length)
+
+    saved = mu.sdpa_mask
+    mu.sdpa_mask = sdpa_mask
+    try:
+        yield
+    finally:
+        mu.sdpa_mask = saved
+
+
 def build_bert() -> nn.Module:
     from transformers import BertConfig, BertModel
 
@@ -397,7 +433,8 @@ def export(name: str) -> str:
     feeds = make(*EXPORT_SHAPE, 100)
     args = tuple(torch.from_numpy(feeds[n]) for n in in_names)
     is_cnn = name in ("resnet", "mobilenetv3")
-    with warnings.catch_warnings():
+    patch = mask_without_vmap() if name == "gpt2" else contextlib.nullcontext()
+    with warnings.catch_warnings(), patch:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
