@@ -255,8 +255,8 @@ class CompiledGraph:
 
     def __call__(self, inputs: Sequence[Any], outer: dict[str, Any]) -> list[Any]:
         """Run as a subgraph: positional inputs, outer-scope values by name."""
-        feeds = dict(zip(self.input_names, inputs))
-        feeds.update(outer)
+        feeds = dict(outer)
+        feeds.update(zip(self.input_names, inputs))  # a subgraph's own inputs shadow outer names
         return self.default_plan.run(feeds)
 
 

@@ -194,7 +194,7 @@ def array_to_tensor(array: np.ndarray, name: str = "") -> onnx.TensorProto:
         flat = [str(v).encode("utf-8", "surrogateescape") for v in array.ravel()]
         tensor = onnx.helper.make_tensor(name, onnx.TensorProto.STRING, array.shape, flat)
         return tensor
-    return numpy_helper.from_array(np.ascontiguousarray(array), name)
+    return numpy_helper.from_array(np.ascontiguousarray(array).reshape(array.shape), name)
 
 
 def type_to_proto(value_type: ValueType | None) -> onnx.TypeProto:
