@@ -139,20 +139,19 @@ class Graph:
         Raises :class:`InvalidGraphError` naming the node whose input nothing produces, or
         the nodes caught in a cycle.
         """
-        available = {v.name for v in self.inputs} | set(self.initializers) | set(outer_scope)
-        available.add("")
+        own = {v.name for v in self.inputs} | set(self.initializers)
         producers: dict[str, Node] = {}
         for node in self.nodes:
             for out in node.outputs:
                 if not out:
                     continue
-                if out in producers or out in self.initializers or out in {
-                    v.name for v in self.inputs
-                }:
+                if out in producers or out in own:
                     raise InvalidGraphError(
                         f"graph {self.name!r}: {node.label()} redefines value {out!r}"
                     )
                 producers[out] = node
+        # a value produced here shadows an outer value of the same name
+        available = own | (set(outer_scope) - set(producers)) | {""}
         pending: dict[int, int] = {}
         waiting: dict[str, list[int]] = {}
         ready: list[int] = []
