@@ -149,6 +149,17 @@ def assert_close(expected: Any, actual: Any, rtol: float, atol: float, where: st
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True, err_msg=where)
 
 
+def as_value(value: Any) -> Any:
+    """A data-set value as ronn takes it: TensorProtos become arrays, recursively."""
+    if isinstance(value, onnx.TensorProto):
+        from .convert import tensor_to_array
+
+        return tensor_to_array(value)
+    if isinstance(value, list):
+        return [as_value(v) for v in value]
+    return value
+
+
 def run_case(case: Case, host: Any = None, providers: list[str] | None = None) -> None:
     """Run one case through ronn.InferenceSession; raise AssertionError on a mismatch."""
     session = ronn.InferenceSession(case.model.SerializeToString(), providers=providers, plugin_host=host)
@@ -156,7 +167,8 @@ def run_case(case: Case, host: Any = None, providers: list[str] | None = None) -
     input_names = [v.name for v in case.model.graph.input if v.name not in init]
     output_names = [v.name for v in case.model.graph.output]
     for index, (inputs, expected) in enumerate(case.data_sets):
-        feeds = dict(zip(input_names, inputs))
+        feeds = {name: as_value(v) for name, v in zip(input_names, inputs)}
+        expected = [as_value(v) for v in expected]
         actual = session.run(output_names[: len(expected)], feeds)
         for name, e, a in zip(output_names, expected, actual):
             assert_close(e, a, case.rtol, case.atol, f"{case.name} data set {index} output {name!r}")
