@@ -17,6 +17,8 @@ FAMILIES = (
     "reduce",
     "sequence",
     "control",
+    "strings",
+    "training",
 )
 
 

@@ -29,13 +29,14 @@ Compute = Callable[[Any, Any, tuple[int, ...], bool], Any]
 
 def normalize_axes(axes: Sequence[int], rank: int, what: str = "axis") -> tuple[int, ...]:
     """Axes in ``[0, rank)``, checked; negative ones count from the end."""
-    result = []
+    result = set()
     for axis in axes:
         axis = int(axis)
-        if not -rank <= axis < max(rank, 1):
+        if not -max(rank, 1) <= axis < max(rank, 1):
             raise ValueError(f"{what} {axis} is out of range for a tensor of rank {rank}")
-        result.append(axis % rank if rank else 0)
-    return tuple(sorted(set(result)))
+        if rank:  # a scalar has nothing to reduce: axis 0 / -1 is accepted and ignored
+            result.add(axis % rank)
+    return tuple(sorted(result))
 
 
 def _reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[int, ...]:
@@ -122,7 +123,8 @@ def reduction(ctx: KernelContext) -> KernelRun:
             shape = _reduced_shape(data.shape, chosen, keepdims)
             return (xp.full(shape, _empty_fill(op_type, data.dtype), dtype=data.dtype),)
         work = data.astype(np.float32) if data.dtype in _HALF else data
-        result = compute(xp, work, chosen, keepdims)
+        with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf is the answer
+            result = compute(xp, work, chosen, keepdims)
         return (xp.asarray(result).astype(data.dtype, copy=False),)
 
     return run
@@ -139,17 +141,19 @@ def _arg_reduction(ctx: KernelContext, find: Callable[..., Any]) -> KernelRun:
     select_last = bool(ctx.attr("select_last_index", 0))
 
     def run(data: Any) -> tuple[Any]:
+        if data.ndim == 0:
+            normalize_axes([axis], 0)
+            return (xp.zeros((), dtype=np.int64),)
         (ax,) = normalize_axes([axis], data.ndim)
-        if data.ndim and data.shape[ax] == 0:
+        if data.shape[ax] == 0:
             raise ValueError(f"cannot take {ctx.node.op_type} over axis {axis} of size 0")
         work = data.astype(np.float32) if data.dtype in _HALF else data
-        if select_last and data.ndim:
-            last = data.shape[ax] - 1
-            index = last - find(xp.flip(work, axis=ax), axis=ax)
+        if select_last:
+            index = (data.shape[ax] - 1) - find(xp.flip(work, axis=ax), axis=ax)
         else:
-            index = find(work, axis=ax if data.ndim else None)
+            index = find(work, axis=ax)
         index = xp.asarray(index, dtype=np.int64)
-        if keepdims and data.ndim:
+        if keepdims:
             index = xp.expand_dims(index, ax)
         return (index,)
 
