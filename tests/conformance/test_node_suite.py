@@ -46,6 +46,6 @@ def test_expected_failures_name_real_cases() -> None:
     assert not set(XFAIL) - names, sorted(set(XFAIL) - names)
 
 
-@pytest.mark.parametrize("case", params())
+@pytest.mark.parametrize("case", list(params()))
 def test_node_case(case) -> None:
     run_case(case)

@@ -230,7 +230,7 @@ class Model:
     producer_name: str = ""
     producer_version: str = ""
     domain: str = ""
-    model_version: int = 0
+    model_version: int | None = None
     doc_string: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     functions: dict[tuple[str, str], Function] = field(default_factory=dict)

@@ -47,7 +47,7 @@ class SessionOptions:
         self.inter_op_num_threads = 0
         self.execution_mode = ExecutionMode.ORT_SEQUENTIAL
         self.execution_order = ExecutionOrder.DEFAULT
-        self.log_severity_level = 2
+        self.log_severity_level = -1  # -1: the process default (warnings), as in onnxruntime
         self.log_verbosity_level = 0
         self.logid = ""
         self.optimized_model_filepath = ""
@@ -70,8 +70,8 @@ class SessionOptions:
         elif name in ("intra_op_num_threads", "inter_op_num_threads"):
             if not isinstance(value, int) or value < 0:
                 raise OptionError(f"{name} must be an int >= 0, got {value!r}")
-        elif name == "log_severity_level" and value not in (0, 1, 2, 3, 4):
-            raise OptionError(f"log_severity_level must be 0..4, got {value!r}")
+        elif name == "log_severity_level" and value not in (-1, 0, 1, 2, 3, 4):
+            raise OptionError(f"log_severity_level must be -1..4, got {value!r}")
         object.__setattr__(self, name, value)
 
     def add_session_config_entry(self, key: str, value: str) -> None:
@@ -109,7 +109,7 @@ class RunOptions:
     """Options for one ``run`` call; ``terminate = True`` from another thread stops it."""
 
     def __init__(self) -> None:
-        self.log_severity_level = 2
+        self.log_severity_level = -1
         self.log_verbosity_level = 0
         self.logid = ""
         self.only_execute_path_to_fetches = False

@@ -338,7 +338,7 @@ class InferenceSession:
             domain=m.domain,
             description=m.doc_string,
             graph_description=m.graph.doc_string,
-            version=m.model_version,
+            version=m.model_version if m.model_version is not None else 2**63 - 1,
             custom_metadata_map=dict(m.metadata),
         )
 

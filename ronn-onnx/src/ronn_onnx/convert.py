@@ -171,7 +171,7 @@ def model_from_proto(proto: onnx.ModelProto, source: str = "<memory>") -> Model:
         producer_name=proto.producer_name,
         producer_version=proto.producer_version,
         domain=proto.domain,
-        model_version=proto.model_version,
+        model_version=proto.model_version if proto.HasField("model_version") else None,
         doc_string=proto.doc_string,
         metadata={p.key: p.value for p in proto.metadata_props},
         functions=functions,
@@ -285,7 +285,8 @@ def model_to_proto(model: Model) -> onnx.ModelProto:
     proto.producer_name = model.producer_name
     proto.producer_version = model.producer_version
     proto.domain = model.domain
-    proto.model_version = model.model_version
+    if model.model_version is not None:
+        proto.model_version = model.model_version
     proto.doc_string = model.doc_string
     for key, value in model.metadata.items():
         proto.metadata_props.add(key=key, value=value)

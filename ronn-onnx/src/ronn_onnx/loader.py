@@ -17,7 +17,7 @@ from ronn.errors import (
     ModelNotFoundError,
     UnsupportedModelVersionError,
 )
-from ronn.ir import Model
+from ronn.ir import Graph, Model, TensorType
 
 from .convert import model_from_proto, model_to_proto
 from .external import load_external_data, uses_external_data
@@ -117,9 +117,11 @@ def load_proto(source: Any, *, with_external_data: bool = True) -> tuple[onnx.Mo
 def load_model(source: Any, options: dict[str, str] | None = None) -> Model:
     """Load an ONNX model into the IR, with inferred value types."""
     proto, name = load_proto(source)
+    declared = _dim_params(proto.graph)
     inferred = infer_shapes(proto, name)
     try:
         model = model_from_proto(inferred, source=name)
+        _forget_invented_dims(model.graph, declared)
     except ModelError:
         raise
     except Exception as exc:
@@ -129,6 +131,28 @@ def load_model(source: Any, options: dict[str, str] | None = None) -> Model:
     except InvalidGraphError as exc:
         raise InvalidGraphError(f"{name}: {exc}") from None
     return model
+
+
+def _dim_params(graph: onnx.GraphProto) -> set[str]:
+    """Symbolic dimension names the model itself declares (main graph)."""
+    names = set()
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if value.type.HasField("tensor_type"):
+            names.update(d.dim_param for d in value.type.tensor_type.shape.dim if d.dim_param)
+    return names
+
+
+def _forget_invented_dims(graph: Graph, declared: set[str]) -> None:
+    """onnx's inference names unknown sizes ``unk__N``; report them as unknown, as onnxruntime does."""
+    for info in [*graph.inputs, *graph.outputs, *graph.value_info.values()]:
+        t = info.type
+        if isinstance(t, TensorType) and t.shape is not None:
+            if any(isinstance(d, str) and d.startswith("unk__") and d not in declared for d in t.shape):
+                shape = tuple(
+                    None if isinstance(d, str) and d.startswith("unk__") and d not in declared else d
+                    for d in t.shape
+                )
+                info.type = TensorType(t.dtype, shape)
 
 
 def save_model(model: Model, path: str) -> None:

@@ -126,9 +126,9 @@ def convolve(xp: Any, x: Any, w: Any, group: int, geo: Geometry) -> Any:
     if in_group == 1 and group == channels and group > 1:
         return _depthwise(xp, padded, w, out_shape, geo)
     positions = math.prod(out_shape)
-    if all(k == 1 for k in kernel):
-        picked = padded[(slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out_shape, geo.strides))]
-        cols = picked.reshape(n, group, in_group, positions)
+    if all(k == 1 for k in kernel):  # a 1x1 kernel reads the (strided) input itself
+        taken = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out_shape, geo.strides))
+        cols = padded[(slice(None), slice(None)) + taken].reshape(n, group, in_group, positions)
     else:
         cols = _windows(xp, padded, kernel, out_shape, geo).reshape(
             n, group, in_group * math.prod(kernel), positions
@@ -200,7 +200,7 @@ def _centred(x: Any, zero_point: Any, channel_axis_size: int | None = None) -> A
     values = x.astype(np.float64)
     if zero_point is None:
         return values
-    zp = np.asarray(zero_point).astype(np.float64)
+    zp = zero_point.astype(np.float64)
     if zp.ndim == 1 and zp.size > 1 and channel_axis_size is not None:
         if zp.size != channel_axis_size:
             raise ValueError(f"{zp.size} zero points for {channel_axis_size} channels")
@@ -237,16 +237,16 @@ def qlinear_conv(ctx: KernelContext) -> KernelRun:
         acc = convolve(xp, _centred(x, x_zero_point), _centred(w, w_zero_point, w.shape[0]), attrs.group, geo)
         if bias is not None:
             acc = _add_bias(acc, bias)
-        w_scale = np.asarray(w_scale, dtype=np.float64)
         if w_scale.size > 1:
             if w_scale.shape != (w.shape[0],):
                 raise ValueError(f"w_scale shape {w_scale.shape} does not match {w.shape[0]} output channels")
             w_scale = w_scale.reshape((-1,) + (1,) * (acc.ndim - 2))
-        multiplier = np.float64(x_scale) * w_scale / np.float64(y_scale)
+        # formed in the scales' type, as onnx's definition does, then applied in float64
+        multiplier = (x_scale.reshape(()) * w_scale / y_scale.reshape(())).astype(np.float64)
         out_dtype = x.dtype if y_zero_point is None else y_zero_point.dtype
         scaled = acc * multiplier
         if y_zero_point is not None:
-            scaled += np.float64(y_zero_point)
+            scaled += y_zero_point.astype(np.float64).reshape(())
         return (rounded_to(scaled, out_dtype),)
 
     return run
@@ -299,10 +299,10 @@ def transpose_geometry(
         raise ValueError(f"kernel_shape {attrs.kernel_shape} does not match the weight's {list(kernel)}")
     strides = ints(attrs.strides, rank, 1)
     dilations = ints(attrs.dilations, rank, 1)
-    extra = ints(output_padding, rank, 0) if output_padding is None or len(output_padding) == rank else [
-        int(v) for v in output_padding[-rank:]
+    extra = ints(output_padding, rank, 0)
+    natural = [  # the full output before any padding is removed
+        s * (n - 1) + e + (k - 1) * d + 1 for n, k, s, d, e in zip(in_shape, kernel, strides, dilations, extra)
     ]
-    natural = [s * (n - 1) + e + (k - 1) * d + 1 for n, k, s, d, e in zip(in_shape, kernel, strides, dilations, extra)]
     if output_shape is None and attrs.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         output_shape = [n * s for n, s in zip(in_shape, strides)]
     if output_shape is not None:
@@ -396,5 +396,142 @@ def col2im_op(ctx: KernelContext) -> KernelRun:
         cols = values.reshape((x.shape[0], x.shape[1] // kernel_size) + tuple(block) + tuple(counts))
         y = col2im(xp, cols, block, strides, dilations, begins, image)
         return ((y != 0) if x.dtype == np.bool_ else y.astype(x.dtype, copy=False),)
+
+    return run
+
+
+# --- DeformConv ---------------------------------------------------------------------------
+
+
+def _sample_multilinear(xp: Any, images: Any, positions: Any) -> Any:
+    """Sample ``images`` (N, G, Cg, *in) at ``positions`` (N, G, D, Q): (N, G, Cg, Q).
+
+    Multilinear interpolation over the D spatial axes; corners outside the image read zero
+    (GridSample with align_corners=1 and zero padding).
+    """
+    n, g, cg = images.shape[:3]
+    spatial = images.shape[3:]
+    flat = images.reshape(n, g, cg, -1)
+    lower = xp.floor(positions)
+    frac = positions - lower
+    lower = lower.astype(np.int64)
+    axis_steps = [math.prod(spatial[a + 1 :]) for a in range(len(spatial))]
+    total = None
+    for corner in np.ndindex(*(2,) * len(spatial)):
+        weight = None
+        index = None
+        inside = None
+        for axis, bit in enumerate(corner):
+            coord = lower[:, :, axis] + bit
+            part = frac[:, :, axis] if bit else 1 - frac[:, :, axis]
+            ok = (coord >= 0) & (coord < spatial[axis])
+            weight = part if weight is None else weight * part
+            inside = ok if inside is None else inside & ok
+            term = xp.clip(coord, 0, spatial[axis] - 1) * axis_steps[axis]
+            index = term if index is None else index + term
+        weight = xp.where(inside, weight, 0).astype(images.dtype)
+        values = xp.take_along_axis(flat, index[:, :, None, :], axis=3) * weight[:, :, None, :]
+        total = values if total is None else total + values
+    return total
+
+
+def _deform_positions(
+    xp: Any, offset: Any, kernel: Sequence[int], out_shape: Sequence[int], geo: Geometry, dtype: np.dtype
+) -> Any:
+    """Where each tap reads for each output position: (N, offset groups, D, K * P)."""
+    n, rank = offset.shape[0], len(kernel)
+    taps_count, positions_count = math.prod(kernel), math.prod(out_shape)
+    starts = np.meshgrid(
+        *[np.arange(o) * s - b for o, s, b in zip(out_shape, geo.strides, geo.begins)], indexing="ij"
+    )
+    tap_grid = np.array(taps(kernel), dtype=np.float64).reshape(taps_count, rank)
+    base = np.stack(  # (K, D, P): the undeformed positions
+        [tap_grid[:, a, None] * geo.dilations[a] + starts[a].reshape(1, -1) for a in range(rank)], axis=1
+    ).astype(dtype)
+    shifts = offset.astype(dtype, copy=False).reshape(n, -1, taps_count, rank, positions_count)
+    positions = xp.asarray(base)[None, None] + shifts  # (N, OG, K, D, P)
+    return positions.transpose(0, 1, 3, 2, 4).reshape(n, shifts.shape[1], rank, -1)
+
+
+@KERNELS.register("DeformConv", since=(19, 22))
+def deform_conv(ctx: KernelContext) -> KernelRun:
+    """DeformConv: convolution whose taps read at learned offsets (multilinear sampling)."""
+    xp = ctx.xp
+    attrs = conv_attrs(ctx)
+    offset_groups = int(ctx.attr("offset_group", 1))
+    if offset_groups < 1:
+        raise ctx.fail(f"offset_group must be positive, got {offset_groups}")
+
+    def run(x, w, offset, bias=None, mask=None):
+        _check_channels(x, w, attrs.group)
+        n, channels = x.shape[:2]
+        kernel = tuple(w.shape[2:])
+        geo = conv_geometry(attrs, x.shape[2:], kernel)
+        out_shape = tuple(offset.shape[2:])
+        expected = tuple(
+            (size + b + e - (k - 1) * d - 1) // s + 1
+            for size, b, e, k, d, s in zip(x.shape[2:], geo.begins, geo.ends, kernel, geo.dilations, geo.strides)
+        )
+        taps_count, positions_count = math.prod(kernel), math.prod(out_shape)
+        if (
+            channels % offset_groups
+            or out_shape != expected
+            or offset.shape[:2] != (n, offset_groups * taps_count * len(kernel))
+        ):
+            raise ValueError(
+                f"offset {offset.shape} does not fit input {x.shape}, kernel {kernel}, offset_group {offset_groups}"
+            )
+        values = widen(x)
+        positions = _deform_positions(xp, offset, kernel, out_shape, geo, values.dtype)
+        images = values.reshape((n, offset_groups, channels // offset_groups) + x.shape[2:])
+        sampled = _sample_multilinear(xp, images, positions)
+        sampled = sampled.reshape(n, offset_groups, -1, taps_count, positions_count)
+        if mask is not None:
+            weights = mask.astype(values.dtype, copy=False)
+            sampled = sampled * weights.reshape(n, offset_groups, 1, taps_count, positions_count)
+        group, in_group = attrs.group, channels // attrs.group
+        cols = sampled.reshape(n, group, in_group * taps_count, positions_count)
+        kernels = widen(w).reshape(group, w.shape[0] // group, -1)
+        y = xp.matmul(kernels, cols).reshape((n, w.shape[0]) + out_shape)
+        return (_add_bias(y, bias).astype(x.dtype, copy=False),)
+
+    return run
+
+
+# --- CausalConvWithState ------------------------------------------------------------------
+
+
+@KERNELS.register("CausalConvWithState", since=27)
+def causal_conv_with_state(ctx: KernelContext) -> KernelRun:
+    """CausalConvWithState: a depthwise causal 1-D convolution carrying its last k-1 inputs."""
+    xp = ctx.xp
+    activation = ctx.attr("activation", "none")
+    if isinstance(activation, bytes):
+        activation = activation.decode()
+    if activation not in ("none", "silu", "swish"):
+        raise ctx.fail(f"unsupported activation {activation!r}")
+
+    def run(x, w, bias=None, past_state=None):
+        if x.ndim != 3 or w.ndim != 3 or w.shape[:2] != (x.shape[1], 1):
+            raise ValueError(f"input {x.shape} and weight {w.shape} do not fit a depthwise 1-D convolution")
+        n, channels, length = x.shape
+        k = w.shape[2]
+        if past_state is None:
+            history = xp.zeros((n, channels, k - 1), dtype=x.dtype)
+        elif past_state.shape != (n, channels, k - 1):
+            raise ValueError(f"past_state shape {past_state.shape} is not {(n, channels, k - 1)}")
+        else:
+            history = past_state
+        padded = xp.concatenate([history, x], axis=2)
+        values, weights = widen(padded), widen(w)
+        y = xp.zeros((n, channels, length), dtype=values.dtype)
+        for tap in range(k):
+            y += values[:, :, tap : tap + length] * weights[:, 0, tap, None]
+        if bias is not None:
+            y += widen(bias)[:, None]
+        if activation != "none":
+            y = y / (1 + xp.exp(-y))
+        present = xp.ascontiguousarray(padded[:, :, padded.shape[2] - (k - 1) :])
+        return (y.astype(x.dtype, copy=False), present)
 
     return run

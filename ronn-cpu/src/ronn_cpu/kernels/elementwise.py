@@ -414,7 +414,8 @@ def _legacy_broadcast(ctx: KernelContext) -> Fn2 | None:
             return b
         start = axis + a.ndim if axis < 0 else axis
         trailing = a.ndim - start - b.ndim
-        if trailing < 0 or a.shape[start : start + b.ndim] != b.shape:
+        placed = a.shape[start : start + b.ndim] if trailing >= 0 else ()
+        if trailing < 0 or any(bd not in (1, ad) for ad, bd in zip(placed, b.shape)):
             raise ValueError(f"cannot broadcast {b.shape} into {a.shape} from axis {axis}")
         return b.reshape(b.shape + (1,) * trailing)
 
