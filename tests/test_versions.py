@@ -18,7 +18,7 @@ def project(path: Path) -> dict:
 
 
 def first_party(requirement: str) -> tuple[str, str] | None:
-    match = re.match(r"^(ronn(?:-[a-z]+)?)\s*(.*)$", requirement)
+    match = re.match(r"^(ronn(?:-[a-z]+)?)(?:\[[a-z,]+\])?\s*(.*)$", requirement)
     return (match.group(1), match.group(2).strip()) if match else None
 
 

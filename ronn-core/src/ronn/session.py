@@ -26,7 +26,7 @@ from .errors import (
     RonnError,
 )
 from .functions import inline_functions
-from .ir import Model, OptionalType, SequenceType, TensorType, ValueInfo, ValueType
+from .ir import MapType, Model, OptionalType, SequenceType, TensorType, ValueInfo, ValueType
 from .options import DISABLE_CPU_FALLBACK, DISABLED_OPTIMIZERS, RunOptions, SessionOptions
 from .plugins import PluginHost, get_plugin_host
 from .provider import ExecutionProvider
@@ -425,6 +425,10 @@ def _check_value(name: str, value: Any, spec: ValueType | None) -> Any:
         return [_check_value(name, v, spec.elem) for v in value]
     if isinstance(spec, OptionalType):
         return None if value is None else _check_value(name, value, spec.elem)
+    if isinstance(spec, MapType):
+        if not isinstance(value, dict):
+            raise InputTypeError(f"input {name!r} expects {spec}, got {type(value).__name__}")
+        return value
     if not isinstance(value, np.ndarray):
         if value is None:
             raise InputTypeError(f"input {name!r} is None; it expects {_type_string(spec)}")
