@@ -19,6 +19,13 @@ FAMILIES = (
     "control",
     "strings",
     "training",
+    "losses",
+    "signal",
+    "rnn",
+    "vision",
+    "random",
+    "text",
+    "ml",
 )
 
 
