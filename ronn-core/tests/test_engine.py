@@ -160,11 +160,13 @@ def test_optimizer_passes_run_by_level_and_can_be_disabled(make_host, chain_mode
     class Passes:
         @ronn.hookimpl
         def ronn_register_optimizers(self, registry):
-            def basic(model, session):
+            def basic(model, context):
                 ran.append("basic")
+                assert context.providers == ("CPUExecutionProvider",)
+                assert context.has_kernel("", "Neg", 17) and not context.has_kernel("", "Nope", 17)
                 return False
 
-            def extended(model, session):
+            def extended(model, context):
                 ran.append("extended")
                 return False
 
@@ -191,7 +193,7 @@ def test_an_optimizer_pass_rewrites_the_graph(make_host, chain_model) -> None:
     class AddToNeg:
         @ronn.hookimpl
         def ronn_register_optimizers(self, registry):
-            def add_to_neg(model, session):
+            def add_to_neg(model, context):
                 for node in model.graph.nodes:
                     if node.op_type == "Add":
                         node.op_type = "Neg"

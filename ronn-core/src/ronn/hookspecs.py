@@ -61,7 +61,7 @@ def ronn_register_model_loaders(registry: LoaderRegistry) -> None:
 def ronn_register_optimizers(registry: OptimizerRegistry) -> None:
     """Add graph optimizer passes with ``registry.add(name, pass_fn, level=...)``.
 
-    ``pass_fn(model, context)`` rewrites the model's IR in place and returns whether it changed
+    ``pass_fn(model, context)`` (a :class:`ronn.registry.OptimizerContext`) rewrites the model's IR in place and returns whether it changed
     anything. Passes run at session creation for levels up to the session's
     ``graph_optimization_level``; ``disabled_optimizers`` names passes to skip.
     """

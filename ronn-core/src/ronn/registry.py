@@ -219,11 +219,25 @@ class LoaderRegistry(_Registry[ModelLoader]):
 
 
 @dataclass(frozen=True)
+class OptimizerContext:
+    """What an optimizer pass may consult besides the model."""
+
+    level: GraphOptimizationLevel
+    kernels: KernelRegistry
+    providers: tuple[str, ...]
+    config: dict[str, str]
+
+    def has_kernel(self, domain: str, op_type: str, opset: int) -> bool:
+        """Whether any of the session's providers registered a kernel for the operator."""
+        return any(self.kernels.lookup(domain, op_type, opset, p) is not None for p in self.providers)
+
+
+@dataclass(frozen=True)
 class OptimizerPass:
     """A graph rewrite that runs at or above ``level``."""
 
     name: str
-    run: Callable[[Model, Any], bool]
+    run: Callable[[Model, OptimizerContext], bool]
     level: GraphOptimizationLevel
     order: int = 0
 
@@ -236,7 +250,7 @@ class OptimizerRegistry(_Registry[OptimizerPass]):
     def add(
         self,
         name: str,
-        pass_fn: Callable[[Model, Any], bool],
+        pass_fn: Callable[[Model, OptimizerContext], bool],
         *,
         level: GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC,
         order: int = 0,

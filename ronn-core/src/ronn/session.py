@@ -30,6 +30,7 @@ from .ir import MapType, Model, OptionalType, SequenceType, TensorType, ValueInf
 from .options import DISABLE_CPU_FALLBACK, DISABLED_OPTIMIZERS, RunOptions, SessionOptions
 from .plugins import PluginHost, get_plugin_host
 from .provider import ExecutionProvider
+from .registry import OptimizerContext
 from .session_info import RunFunction, SessionInfo
 
 logger = logging.getLogger("ronn.session")
@@ -115,10 +116,10 @@ class InferenceSession:
         self._model_path = source if isinstance(source, str) else None
         self._apply_initializer_overrides()
         inline_functions(self._model)
-        self._optimize()
         self._provider_names, self._provider_options = self._resolve_provider_names(
             providers, provider_options
         )
+        self._optimize()
         self._build()
         self._build_seconds = time.perf_counter() - started
         if self._sess_options.optimized_model_filepath:
@@ -146,8 +147,17 @@ class InferenceSession:
             for name in self._sess_options.config(DISABLED_OPTIMIZERS).split(",")
             if name.strip()
         }
+        names = list(self._provider_names)
+        if CPU_PROVIDER not in names and self._sess_options.config(DISABLE_CPU_FALLBACK) != "1":
+            names.append(CPU_PROVIDER)
+        context = OptimizerContext(
+            level=level,
+            kernels=self._host.kernels(),
+            providers=tuple(names),
+            config=dict(self._sess_options._config),
+        )
         for opt_pass in self._host.optimizers().passes(level, disabled):
-            opt_pass.run(self._model, self)
+            opt_pass.run(self._model, context)
 
     def _resolve_provider_names(
         self,
