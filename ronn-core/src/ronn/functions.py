@@ -43,14 +43,14 @@ def _expand_nodes(nodes: list[Node], model: Model, counter: Any, depth: int) -> 
         if fn is None:
             result.append(node)
             continue
-        body = _instantiate(fn, node, f"{node.name or fn.name}__{next(counter)}__")
+        body = instantiate(fn, node, f"{node.name or fn.name}__{next(counter)}__")
         expanded, _ = _expand_nodes(body, model, counter, depth + 1)
         result.extend(expanded)
         changed = True
     return result, changed
 
 
-def _instantiate(fn: Function, call: Node, prefix: str) -> list[Node]:
+def instantiate(fn: Function, call: Node, prefix: str) -> list[Node]:
     """The body of ``fn`` for one call: formal names bound to the call's, the rest prefixed."""
     if len(call.inputs) > len(fn.inputs) or len(call.outputs) > len(fn.outputs):
         raise InvalidGraphError(

@@ -8,7 +8,7 @@ from ronn.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from ronn.ir import Model
-    from ronn.registry import LoaderRegistry
+    from ronn.registry import LoaderRegistry, OptimizerContext, OptimizerRegistry
 
 
 class LazyOnnxLoader:
@@ -43,3 +43,23 @@ class LazyOnnxLoader:
 @hookimpl
 def ronn_register_model_loaders(registry: LoaderRegistry) -> None:
     registry.add("onnx", LazyOnnxLoader())
+
+
+def expand_function_operators(model: Model, context: OptimizerContext) -> bool:
+    """Run operators without a kernel as their onnx function body (see function_ops)."""
+    from .function_ops import expand_function_operators as expand
+
+    return expand(model, context)
+
+
+@hookimpl
+def ronn_register_optimizers(registry: OptimizerRegistry) -> None:
+    from ronn.options import GraphOptimizationLevel
+
+    # a legalisation, not an optimisation: it runs at every level, first
+    registry.add(
+        "expand_function_operators",
+        expand_function_operators,
+        level=GraphOptimizationLevel.ORT_DISABLE_ALL,
+        order=-100,
+    )
