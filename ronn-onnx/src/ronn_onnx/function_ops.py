@@ -40,15 +40,17 @@ def function_body(node: Node, opset: int, input_types: list[Any]) -> onnx.Functi
         return None
     fn_defaults = schema_defaults(schema)
     data = b""
-    if schema.has_function and schema.function_opset_versions:
-        data = schema.get_function_with_opset_version(opset)
-    elif schema.has_context_dependent_function:
+    plain = [v for v in schema.function_opset_versions if v <= opset]
+    dependent = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
+    if schema.has_function and plain:
+        data = schema.get_function_with_opset_version(max(plain))
+    elif schema.has_context_dependent_function and dependent:
         if any(t is None for t in input_types):
             return None
         types = [type_to_proto(t).SerializeToString() for t in input_types]
         try:
             data = schema.get_context_dependent_function_with_opset_version(
-                opset, node_to_proto(node).SerializeToString(), types
+                max(dependent), node_to_proto(node).SerializeToString(), types
             )
         except Exception as exc:  # onnx refuses bodies for some attribute combinations
             logger.debug("no function body for %s: %s", node.label(), exc)
