@@ -99,8 +99,8 @@ class Node:
         for value in self.attributes.values():
             if isinstance(value, Graph):
                 yield value
-            elif isinstance(value, list):
-                yield from (v for v in value if isinstance(v, Graph))
+            elif isinstance(value, list) and value and isinstance(value[0], Graph):
+                yield from value  # attribute lists hold one type: checking the first is enough
 
 
 @dataclass
