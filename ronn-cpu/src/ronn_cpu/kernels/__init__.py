@@ -32,10 +32,4 @@ FAMILIES = (
 def register_all(registry: KernelRegistry, provider: str) -> None:
     """Add every family's kernels to ``registry`` under ``provider``."""
     for family in FAMILIES:
-        try:
-            module = import_module(f"{__name__}.{family}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{family}":
-                continue  # family not written yet
-            raise
-        module.KERNELS.add_to(registry, provider)
+        import_module(f"{__name__}.{family}").KERNELS.add_to(registry, provider)
