@@ -573,3 +573,19 @@ def test_zip_map_and_dict_vectorizer() -> None:
     _like_ort(vectorizer, {"X": {"c": 3.0, "a": 1.5}})
     (rows,) = _run(vectorizer, {"X": {"b": 2.0}})
     _same(rows, np.array([[0, 2.0, 0]], np.float32))
+
+
+@pytest.mark.parametrize("form, extra", [("DENSE", {}), ("SPARSE", {"max_map": 6})])
+@pytest.mark.parametrize("cast_to, out_type", [("TO_FLOAT", 1), ("TO_INT64", 7), ("TO_STRING", 8)])
+def test_cast_map_matches_onnxruntime(form, extra, cast_to, out_type) -> None:
+    node = helper.make_node("CastMap", ["m"], ["y"], domain="ai.onnx.ml", cast_to=cast_to, map_form=form, **extra)
+    map_type = helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, None))
+    graph = helper.make_graph([node], "g", [helper.make_value_info("m", map_type)], [helper.make_tensor_value_info("y", out_type, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)]).SerializeToString()
+    feed = {"m": {3: 1.5, 1: 2.25, 4: -1.75}}
+    (expected,) = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
+    (actual,) = ronn.InferenceSession(model).run(None, feed)
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    if cast_to == "TO_STRING":  # onnxruntime pads sparse strings with "0.f"; zero is "0.000000"
+        expected = np.where(expected == "0.f", "0.000000", expected)
+    np.testing.assert_array_equal(actual, expected)

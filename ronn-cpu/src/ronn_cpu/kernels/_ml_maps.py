@@ -271,3 +271,46 @@ def _int_key(key: Any) -> Any:
         return int(key)
     except (TypeError, ValueError):
         return None
+
+
+_CAST_MAP_TARGETS = {"TO_FLOAT": np.float32, "TO_INT64": np.int64, "TO_STRING": object}
+
+
+@KERNELS.register("CastMap", since=1)
+def cast_map(ctx: KernelContext) -> KernelRun:
+    """A map int64 -> float or string as a [1, N] tensor, by ascending key (DENSE) or at
+    position key of a [1, max_map] tensor (SPARSE). Strings format as C's ``%f`` does."""
+    cast_to = ctx.attr("cast_to", "TO_FLOAT")
+    form = ctx.attr("map_form", "DENSE")
+    if cast_to not in _CAST_MAP_TARGETS:
+        raise ctx.fail(f"cast_to must be one of {sorted(_CAST_MAP_TARGETS)}, got {cast_to!r}")
+    if form not in ("DENSE", "SPARSE"):
+        raise ctx.fail(f"map_form must be DENSE or SPARSE, got {form!r}")
+    max_map = int(ctx.attr("max_map", 1))
+    if form == "SPARSE" and max_map < 1:
+        raise ctx.fail(f"max_map must be positive for SPARSE, got {max_map}")
+
+    def as_floats(values: list[Any]) -> np.ndarray:
+        try:
+            return np.array([float(v) for v in values], dtype=np.float64)
+        except ValueError as exc:
+            raise ValueError(f"CastMap: a map value is not a number: {exc}") from None
+
+    def run(mapping: dict[Any, Any]) -> tuple[np.ndarray]:
+        keys = sorted(int(k) for k in mapping)
+        values = as_floats([mapping[k] for k in keys])
+        if form == "SPARSE":
+            dense = np.zeros(max_map, dtype=np.float64)
+            if keys and (keys[0] < 0 or keys[-1] >= max_map):
+                raise ValueError(f"CastMap: key outside [0, max_map={max_map}): {keys[0] if keys[0] < 0 else keys[-1]}")
+            dense[keys] = values
+            values = dense
+        if cast_to == "TO_STRING":
+            out = np.array(["%f" % v for v in values], dtype=object)
+        elif cast_to == "TO_INT64":
+            out = np.trunc(values).astype(np.int64)
+        else:
+            out = values.astype(np.float32)
+        return (out.reshape(1, -1),)
+
+    return run
