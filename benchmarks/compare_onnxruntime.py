@@ -59,6 +59,7 @@ def compare(path: str, rounds: int, runs: int, threads: int) -> tuple[float, flo
     feeds = feeds_for(path, np.random.default_rng(0))
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
+    options.log_severity_level = 3
     ort = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     ours = ronn.InferenceSession(path)
     ours.run(None, feeds), ort.run(None, feeds)  # warm up
