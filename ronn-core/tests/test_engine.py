@@ -308,3 +308,42 @@ def test_model_local_functions_are_inlined(host) -> None:
     np.testing.assert_array_equal(session.run(None, {"x": x})[0], x)
     assert len(session.model.graph.nodes) == 4
     assert fn.nodes[0].inputs == ["a"]  # the function itself is left as it was
+
+
+def test_values_are_released_after_their_last_reader(make_host) -> None:
+    import gc
+    import weakref
+
+    class Tracked(np.ndarray):
+        pass
+
+    released: list[str] = []
+    seen_at_third: list[list[str]] = []
+
+    class Tracking:
+        @ronn.hookimpl
+        def ronn_register_kernels(self, registry):
+            def make(ctx):
+                name = ctx.node.outputs[0]
+
+                def run(x):
+                    if name == "c":
+                        gc.collect()
+                        seen_at_third.append(list(released))
+                    out = (np.asarray(x) + 1).view(Tracked)
+                    weakref.finalize(out, released.append, name)
+                    return (out,)
+
+                return run
+
+            registry.add("Step", make, domain="com.t", provider="CPUExecutionProvider")
+
+    graph = Graph(
+        [Node("Step", [i], [o], domain="com.t") for i, o in (("x", "a"), ("a", "b"), ("b", "c"))],
+        [tensor("x", 2)], [tensor("c", 2)],
+    )
+    session = ronn.InferenceSession(Model(graph, {"": 17, "com.t": 1}), plugin_host=make_host(Tracking()))
+    (c,) = session.run(None, {"x": np.zeros(2, np.float32)})
+    # when the third step runs, "a" (last read by the second) is already gone
+    assert seen_at_third == [["a"]]
+    np.testing.assert_array_equal(c, [3, 3])
