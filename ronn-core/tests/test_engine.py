@@ -286,6 +286,12 @@ def test_strict_fallback_refuses_nodes_off_the_listed_providers(make_host, caplo
         session = ronn.InferenceSession(Model(graph, {"": 17}), providers=["TestExecutionProvider"], plugin_host=make_host(CpuOnly()))
     assert session.node_providers() == [("c", "CpuOnly", "CPUExecutionProvider")]
     assert "1 node(s) to CPUExecutionProvider: node 'c' (CpuOnly)" in caplog.text
+    caplog.clear()
+    quiet = ronn.SessionOptions()
+    quiet.log_severity_level = 3
+    with caplog.at_level("WARNING", logger="ronn.session"):
+        ronn.InferenceSession(Model(graph, {"": 17}), quiet, providers=["TestExecutionProvider"], plugin_host=make_host(CpuOnly()))
+    assert "fall back" not in caplog.text
 
 
 def test_model_local_functions_are_inlined(host) -> None:

@@ -106,8 +106,14 @@ def partition(
     return result
 
 
-def report_fallbacks(part: Partition, requested: Sequence[str], *, strict: bool) -> None:
-    """Warn (or, when ``strict``, fail) about nodes that left the user's requested providers."""
+def report_fallbacks(
+    part: Partition, requested: Sequence[str], *, strict: bool, severity: int = -1
+) -> None:
+    """Warn (or, when ``strict``, fail) about nodes that left the user's requested providers.
+
+    ``severity`` is onnxruntime's log_severity_level: the warning is logged unless it is 3
+    (errors only) or 4 (fatal only).
+    """
     if not part.fallbacks:
         return
     by_provider: dict[str, list[str]] = {}
@@ -121,7 +127,8 @@ def report_fallbacks(part: Partition, requested: Sequence[str], *, strict: bool)
         raise ProviderFallbackError(
             f"fallback is disabled but nodes cannot run on {list(requested)}: {summary}"
         )
-    logger.warning("nodes fall back from %s: %s", list(requested), summary)
+    if severity < 3:
+        logger.warning("nodes fall back from %s: %s", list(requested), summary)
 
 
 def value_types(graph: Graph) -> dict[str, ValueType | None]:

@@ -210,7 +210,9 @@ class InferenceSession:
                 instances.append(self._with_allocator(cpu.factory({}), {}))
         self._providers = instances
         part = partition(self._model, instances, self._host, preferred=requested)
-        report_fallbacks(part, self._provider_names, strict=strict)
+        report_fallbacks(
+            part, self._provider_names, strict=strict, severity=self._sess_options.log_severity_level
+        )
         self._partition = part
         self._graph = CompiledGraph(self._model.graph, self._model, part)
         graph = self._model.graph
