@@ -45,6 +45,14 @@ class NoLoaderError(ModelError):
     """No registered model loader accepts the given source."""
 
 
+class HubError(ModelError):
+    """A model could not be fetched from the Hugging Face Hub."""
+
+
+class HubNotFoundError(HubError, ModelNotFoundError):
+    """The repository, revision or file does not exist on the Hub (or is not cached offline)."""
+
+
 class UnsupportedOperatorError(RonnError, NotImplementedError):
     """Operators of the model that no available provider implements.
 
