@@ -175,7 +175,7 @@ class ModelLoader(Protocol):
     def can_load(self, source: Any) -> bool:
         """Whether this loader understands ``source``."""
 
-    def load(self, source: Any, options: dict[str, str]) -> Model:
+    def load(self, source: Any, options: dict[str, Any]) -> Model:
         """Load ``source``; raise a :class:`ronn.errors.ModelError` that names it on failure."""
 
 

@@ -76,7 +76,7 @@ def _node_arg(info: ValueInfo) -> NodeArg:
     return NodeArg(info.name, _type_string(info.type), _shape_of(info.type))
 
 
-def load_model(source: Any, host: PluginHost, options: dict[str, str] | None = None) -> Model:
+def load_model(source: Any, host: PluginHost, options: dict[str, Any] | None = None) -> Model:
     """Load a model from any source a registered loader accepts."""
     if isinstance(source, Model):
         return source
@@ -94,7 +94,8 @@ class InferenceSession:
     """Loads a model and runs it; same constructor and methods as onnxruntime's session.
 
     Beyond onnxruntime: ``run`` can fetch any intermediate value by name; ``plugin_host``
-    selects the plugins (tests pass a fresh :class:`ronn.PluginHost`).
+    selects the plugins (tests pass a fresh :class:`ronn.PluginHost`); ``weights`` names
+    safetensors files whose tensors fill the model's initializers (or weight inputs).
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class InferenceSession:
         provider_options: Sequence[dict[str, Any]] | None = None,
         *,
         plugin_host: PluginHost | None = None,
+        weights: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
         **kwargs: Any,
     ) -> None:
         started = time.perf_counter()
@@ -112,7 +114,11 @@ class InferenceSession:
         self._sess_options = sess_options or SessionOptions()
         self._profiler: Profiler | None = Profiler() if self._sess_options.enable_profiling else None
         source = os.fspath(path_or_bytes) if isinstance(path_or_bytes, os.PathLike) else path_or_bytes
-        self._model = load_model(source, self._host)
+        load_options: dict[str, Any] = {}
+        if weights is not None:
+            paths = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
+            load_options["weights"] = [os.fspath(p) for p in paths]
+        self._model = load_model(source, self._host, load_options)
         self._model_path = source if isinstance(source, str) else None
         self._apply_initializer_overrides()
         inline_functions(self._model)

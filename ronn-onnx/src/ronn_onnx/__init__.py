@@ -12,8 +12,8 @@ def load_model(source, options=None):  # noqa: ANN001, ANN201 - thin re-export
     return _load(source, options)
 
 
-def save_model(model, path):  # noqa: ANN001, ANN201
+def save_model(model, path, **options):  # noqa: ANN001, ANN003, ANN201
     """Save ronn's IR as an ONNX file."""
     from .loader import save_model as _save
 
-    _save(model, path)
+    _save(model, path, **options)

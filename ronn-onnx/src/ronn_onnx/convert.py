@@ -23,11 +23,19 @@ from ronn.ir import (
     ValueType,
 )
 
+from .external import external_array  # noqa: E402
+
 # --- protobuf -> IR -----------------------------------------------------------------------
 
 
 def tensor_to_array(tensor: onnx.TensorProto) -> np.ndarray:
-    """A TensorProto's value as a numpy array (strings as an object array of ``str``)."""
+    """A TensorProto's value as a numpy array (strings as an object array of ``str``).
+
+    External tensors are memory-mapped from the files of the model being converted
+    (see :data:`ronn_onnx.external.current_source`).
+    """
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return external_array(tensor)
     array = numpy_helper.to_array(tensor)
     if tensor.data_type == onnx.TensorProto.STRING:
         flat = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v) for v in array.ravel()]
@@ -180,7 +188,8 @@ def model_from_proto(proto: onnx.ModelProto, source: str = "<memory>") -> Model:
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
+    if array.flags.writeable:
+        array.flags.writeable = False
     return array
 
 

@@ -1,4 +1,4 @@
-"""External data: tensors whose bytes live in files beside the model.
+"""External data: tensors whose bytes live in files beside the model, memory-mapped.
 
 Locations are resolved inside the model's folder only: absolute paths, ``..`` and links that
 lead outside it are refused, so a model file cannot make ronn read arbitrary files.
@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 
+import numpy as np
 import onnx
 
+from ronn.dtypes import to_numpy
 from ronn.errors import ModelError
 
 
@@ -68,24 +72,67 @@ def resolve_location(folder: str, location: str, model_name: str, tensor_name: s
     return path
 
 
-def load_external_data(proto: onnx.ModelProto, folder: str, model_name: str) -> None:
-    """Read every external tensor's bytes into the proto (``raw_data``)."""
-    for tensor in iter_tensors(proto):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        info = {entry.key: entry.value for entry in tensor.external_data}
-        path = resolve_location(folder, info.get("location", ""), model_name, tensor.name)
-        offset = int(info.get("offset", 0) or 0)
-        length = info.get("length")
-        size = os.path.getsize(path)
-        count = int(length) if length else size - offset
-        if offset < 0 or count < 0 or offset + count > size:
-            raise ModelError(
-                f"{model_name}: external data of tensor {tensor.name!r} (offset {offset}, length "
-                f"{count}) runs past the end of {info.get('location')!r} ({size} bytes)"
-            )
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            tensor.raw_data = handle.read(count)
-        tensor.data_location = onnx.TensorProto.DEFAULT
-        del tensor.external_data[:]
+#: packed sub-byte types: their bytes must be unpacked, so they are read, not mapped
+_PACKED = {
+    onnx.TensorProto.INT4, onnx.TensorProto.UINT4, onnx.TensorProto.FLOAT4E2M1,
+    getattr(onnx.TensorProto, "INT2", -1), getattr(onnx.TensorProto, "UINT2", -1),
+}
+
+
+@dataclass(frozen=True)
+class ExternalSource:
+    """Where a model's external data files are: its folder, and its name for messages."""
+
+    folder: str
+    model_name: str
+
+
+#: set while a model is converted, so tensor conversion can find external files
+current_source: ContextVar[ExternalSource | None] = ContextVar("ronn_external_source", default=None)
+
+
+def external_array(tensor: onnx.TensorProto) -> np.ndarray:
+    """The value of an external tensor: a read-only memory map of its file where possible."""
+    source = current_source.get()
+    if source is None:
+        raise ModelError(
+            f"tensor {tensor.name!r} keeps its data in an external file; load the model from its path"
+        )
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    path = resolve_location(source.folder, info.get("location", ""), source.model_name, tensor.name)
+    offset = int(info.get("offset", 0) or 0)
+    size = os.path.getsize(path)
+    length = int(info["length"]) if info.get("length") else size - offset
+    if offset < 0 or length < 0 or offset + length > size:
+        raise ModelError(
+            f"{source.model_name}: external data of tensor {tensor.name!r} (offset {offset}, "
+            f"length {length}) runs past the end of {info.get('location')!r} ({size} bytes)"
+        )
+    shape = tuple(int(d) for d in tensor.dims)
+    if tensor.data_type in _PACKED or tensor.data_type == onnx.TensorProto.STRING:
+        return _read_packed(tensor, path, offset, length)
+    dtype = to_numpy(tensor.data_type)
+    count = int(np.prod(shape, dtype=np.int64))
+    if count * dtype.itemsize != length:
+        raise ModelError(
+            f"{source.model_name}: tensor {tensor.name!r} of shape {list(shape)} and type {dtype} "
+            f"needs {count * dtype.itemsize} bytes, its external data has {length}"
+        )
+    if count == 0:
+        array = np.empty(shape, dtype)
+    else:
+        array = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    return array
+
+
+def _read_packed(tensor: onnx.TensorProto, path: str, offset: int, length: int) -> np.ndarray:
+    from onnx import numpy_helper
+
+    copy = onnx.TensorProto()
+    copy.CopyFrom(tensor)
+    del copy.external_data[:]
+    copy.data_location = onnx.TensorProto.DEFAULT
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        copy.raw_data = handle.read(length)
+    return numpy_helper.to_array(copy)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
+
+import numpy as np
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -17,10 +20,11 @@ from ronn.errors import (
     ModelNotFoundError,
     UnsupportedModelVersionError,
 )
+from ronn.dtypes import DataType, from_numpy
 from ronn.ir import Graph, Model, TensorType
 
 from .convert import model_from_proto, model_to_proto
-from .external import load_external_data, uses_external_data
+from .external import ExternalSource, current_source, uses_external_data
 
 logger = logging.getLogger("ronn.onnx")
 
@@ -101,24 +105,27 @@ def infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
         return proto
 
 
-def load_proto(source: Any, *, with_external_data: bool = True) -> tuple[onnx.ModelProto, str]:
-    """Read, check and (with external data) complete a model."""
+def load_proto(source: Any) -> tuple[onnx.ModelProto, str, str | None]:
+    """Read and check a model; external data stays in its files (see :func:`load_model`)."""
     proto, name, folder = read_proto(source)
     check_versions(proto, name)
-    if with_external_data and uses_external_data(proto):
-        if folder is None:
-            raise ModelError(
-                f"{name}: the model keeps tensors in external data files; load it from its path"
-            )
-        load_external_data(proto, folder, name)
-    return proto, name
+    if folder is None and uses_external_data(proto):
+        raise ModelError(
+            f"{name}: the model keeps tensors in external data files; load it from its path"
+        )
+    return proto, name, folder
 
 
-def load_model(source: Any, options: dict[str, str] | None = None) -> Model:
-    """Load an ONNX model into the IR, with inferred value types."""
-    proto, name = load_proto(source)
+def load_model(source: Any, options: dict[str, Any] | None = None) -> Model:
+    """Load an ONNX model into the IR, with inferred value types.
+
+    External data is memory-mapped, so a model of several GB does not take its size twice in
+    memory. ``options["weights"]``: safetensors files whose tensors fill the initializers.
+    """
+    proto, name, folder = load_proto(source)
     declared = _dim_params(proto.graph)
     inferred = infer_shapes(proto, name)
+    token = current_source.set(ExternalSource(folder, name) if folder is not None else None)
     try:
         model = model_from_proto(inferred, source=name)
         _forget_invented_dims(model.graph, declared)
@@ -126,6 +133,13 @@ def load_model(source: Any, options: dict[str, str] | None = None) -> Model:
         raise
     except Exception as exc:
         raise ModelFormatError(f"{name}: cannot read the model: {exc}") from exc
+    finally:
+        current_source.reset(token)
+    weights = (options or {}).get("weights")
+    if weights:
+        from .safetensors import fill_initializers
+
+        fill_initializers(model, weights)
     try:
         model.graph.topological_order()
     except InvalidGraphError as exc:
@@ -155,28 +169,61 @@ def _forget_invented_dims(graph: Graph, declared: set[str]) -> None:
                 info.type = TensorType(t.dtype, shape)
 
 
-def save_model(model: Model, path: str) -> None:
-    """Write the IR as an ONNX file (external data for models over 2 GB)."""
-    proto = model_to_proto(model)
-    large = proto.ByteSize() > 2**31 - 1 if _small_enough(model) else True
-    onnx.save_model(
-        proto,
-        path,
-        save_as_external_data=large,
-        all_tensors_to_one_file=True,
-        location=os.path.basename(path) + ".data" if large else None,
-    )
+#: above this many bytes of initializers a model is saved with external data (protobuf's 2 GB)
+EXTERNAL_DATA_LIMIT = 2**31 - 2**26
+_ALIGN = 4096
 
 
-def _small_enough(model: Model) -> bool:
-    total = sum(getattr(v, "nbytes", 0) for v in model.graph.initializers.values())
-    return total < 2**31 - 2**26
+def save_model(
+    model: Model,
+    path: str,
+    *,
+    external_data: bool | None = None,
+    threshold: int = 1024,
+    location: str | None = None,
+) -> None:
+    """Write the IR as an ONNX file.
+
+    With ``external_data`` (by default: when the initializers exceed 2 GB), initializers of at
+    least ``threshold`` bytes are streamed, 4 KiB-aligned, into ``location`` (default
+    ``<file>.data``) beside the model, so saving never holds a second copy of the weights.
+    """
+    arrays = {k: v for k, v in model.graph.initializers.items() if isinstance(v, np.ndarray)}
+    if external_data is None:
+        external_data = sum(a.nbytes for a in arrays.values()) > EXTERNAL_DATA_LIMIT
+    if not external_data:
+        onnx.save_model(model_to_proto(model), path)
+        return
+    location = location or os.path.basename(path) + ".data"
+    big = {
+        name: a for name, a in arrays.items()
+        if a.nbytes >= threshold and a.dtype != object and int(from_numpy(a.dtype)) not in _PACKED_TYPES
+    }
+    small = {k: v for k, v in model.graph.initializers.items() if k not in big}
+    proto = model_to_proto(replace(model, graph=replace(model.graph, initializers=small)))
+    data_path = os.path.join(os.path.dirname(os.path.abspath(path)), location)
+    offset = 0
+    with open(data_path, "wb") as handle:
+        for name, array in big.items():
+            handle.write(b"\0" * (-offset % _ALIGN))
+            offset += -offset % _ALIGN
+            tensor = onnx.TensorProto(name=name, data_type=int(from_numpy(array.dtype)), dims=array.shape)
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(array.nbytes))):
+                tensor.external_data.add(key=key, value=value)
+            np.ascontiguousarray(array).tofile(handle)
+            offset += array.nbytes
+            proto.graph.initializer.append(tensor)
+    onnx.save_model(proto, path)
+
+
+_PACKED_TYPES = {int(DataType.INT4), int(DataType.UINT4), int(DataType.FLOAT4E2M1), int(DataType.INT2), int(DataType.UINT2)}
 
 
 class OnnxLoader:
     """Loads and saves ONNX models (the eager half of ronn_onnx.plugin.LazyOnnxLoader)."""
 
-    def load(self, source: Any, options: dict[str, str]) -> Model:
+    def load(self, source: Any, options: dict[str, Any]) -> Model:
         """Load ``source``."""
         return load_model(source, options)
 

@@ -31,7 +31,7 @@ class LazyOnnxLoader:
             return "://" not in os.fspath(source)
         return False
 
-    def load(self, source: Any, options: dict[str, str]) -> Model:
+    def load(self, source: Any, options: dict[str, Any]) -> Model:
         """Load an ONNX model into the IR."""
         return self._impl().load(source, options)
 
