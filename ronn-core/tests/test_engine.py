@@ -353,3 +353,21 @@ def test_values_are_released_after_their_last_reader(make_host) -> None:
     # when the third step runs, "a" (last read by the second) is already gone
     assert seen_at_third == [["a"]]
     np.testing.assert_array_equal(c, [3, 3])
+
+
+def test_kernels_see_initializer_inputs_at_creation(make_host) -> None:
+    seen = []
+
+    class Peek:
+        @ronn.hookimpl
+        def ronn_register_kernels(self, registry):
+            def make(ctx):
+                seen.append([None if c is None else c.tolist() for c in ctx.constant_inputs])
+                return lambda x, w: (x + w,)
+
+            registry.add("AddW", make, domain="com.t", provider="CPUExecutionProvider")
+
+    graph = Graph([Node("AddW", ["x", "w"], ["y"], domain="com.t")], [tensor("x", 2)], [tensor("y", 2)],
+                  initializers={"w": np.array([1.0, 2.0], np.float32)})
+    ronn.InferenceSession(Model(graph, {"": 17, "com.t": 1}), plugin_host=make_host(Peek()))
+    assert seen == [[None, [1.0, 2.0]]]

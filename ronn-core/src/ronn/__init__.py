@@ -33,10 +33,15 @@ _EXPORTS = {
     "RonnError": "ronn.errors",
 }
 
+#: submodules reachable as attributes without an import of their own (``ronn.hub.download``)
+_SUBMODULES = ("hub",)
+
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return import_module(f"ronn.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'ronn' has no attribute {name!r}")
@@ -46,7 +51,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return __all__ + list(_SUBMODULES)
 
 
 if TYPE_CHECKING:

@@ -229,6 +229,7 @@ class CompiledGraph:
             implicit_inputs=implicit,
             model=self.model,
             allocator=placement.provider.allocator,
+            constant_inputs=[self.graph.initializers.get(i) if i else None for i in node.inputs],
             compile_subgraph_fn=lambda sub: CompiledGraph(
                 sub, self.model, self.partition, outer_scope=sorted(defined | set(self.outer_scope)),
                 kernel_cache=self._kernels,

@@ -57,6 +57,9 @@ class KernelContext:
     model: Model | None = None
     #: the provider's allocator, for kernels that want uninitialised output buffers
     allocator: Any = None
+    #: per explicit input, its value when it is an initializer of the node's graph (weights a
+    #: kernel may prepare once: transpose, pack, fold), else None. Treat as read-only.
+    constant_inputs: list[Any] = field(default_factory=list)
     compile_subgraph_fn: Callable[[Graph], SubgraphRunner] | None = None
 
     def attr(self, name: str, default: Any = _MISSING) -> Any:
@@ -81,6 +84,10 @@ class KernelContext:
     def num_outputs(self) -> int:
         """How many outputs the node declares."""
         return len(self.node.outputs)
+
+    def constant(self, index: int) -> Any:
+        """The value of input ``index`` if it is an initializer (known at session creation), else None."""
+        return self.constant_inputs[index] if index < len(self.constant_inputs) else None
 
     def compile_subgraph(self, graph: Graph) -> SubgraphRunner:
         """Compile a subgraph attribute once, for the kernel to call from ``run``."""

@@ -26,6 +26,7 @@ FAMILIES = (
     "random",
     "text",
     "ml",
+    "fused",
 )
 
 

@@ -1,0 +1,1 @@
+"""ronn's built-in graph optimizer passes, registered as a plugin like any other."""
