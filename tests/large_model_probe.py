@@ -8,18 +8,18 @@ Run in its own process so its peak RSS is the load's alone.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 
 import numpy as np
 
 import ronn
+from ronn_api.bench import peak_rss_mb
 
 
 def rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process so far, in MB (VmHWM: not inherited from the parent)."""
+    return peak_rss_mb()
 
 
 def main(path: str, k: int) -> None:
