@@ -1,4 +1,4 @@
-"""The ``ronn`` command: run, inspect and list what is installed.
+"""The ``ronn`` command: run, inspect, pull from the Hugging Face Hub, list what is installed.
 
 Heavy modules (numpy, onnx, the kernels) load only inside the sub-command that needs them,
 so ``ronn --help`` stays fast.
@@ -24,10 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run a model and print or save its outputs",
-        description="Run MODEL (an .onnx file; without one, the embedded demo model) on inputs "
+        description="Run MODEL (an .onnx file or an hf://owner/repo[@revision]/model.onnx "
+        "reference; without one, the embedded demo model) on inputs "
         "from .npy files, or on random inputs for the inputs not given.",
     )
-    run.add_argument("model", nargs="?", help="path of an .onnx model (default: embedded demo)")
+    run.add_argument(
+        "model", nargs="?", help="an .onnx file or hf://owner/repo/model.onnx (default: embedded demo)"
+    )
     run.add_argument(
         "-i", "--input", action="append", default=[], metavar="NAME=FILE.npy",
         help="an input from a .npy file (repeatable)",
@@ -51,12 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser(
         "info", help="describe a model: inputs, outputs, opsets, operators, placement"
     )
-    info.add_argument("model", nargs="?", help="path of an .onnx model (default: embedded demo)")
+    info.add_argument(
+        "model", nargs="?", help="an .onnx file or hf://owner/repo/model.onnx (default: embedded demo)"
+    )
     info.add_argument(
         "--providers", default="CPUExecutionProvider",
         help="comma-separated providers in order of preference (default: %(default)s)",
     )
     info.add_argument("--nodes", action="store_true", help="list every node with its provider")
+
+    pull = sub.add_parser(
+        "pull",
+        help="download a model (and its external data) from the Hugging Face Hub",
+        description="Download MODEL, an hf://owner/repo[@revision]/path/model.onnx reference, "
+        "with the external data files it needs, into the Hugging Face cache; print the local "
+        "path of the model, then of each data file. HF_ENDPOINT, HF_TOKEN, HF_HOME and "
+        "HF_HUB_OFFLINE apply.",
+    )
+    pull.add_argument("model", help="hf://owner/repo[@revision]/path/model.onnx")
+    pull.add_argument("--revision", help="branch, tag or commit hash (default: main)")
+    pull.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the saved login)")
+    pull.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: HF_HUB_CACHE or HF_HOME/hub)")
+    pull.add_argument("--offline", action="store_true", help="use the cache only, download nothing")
 
     sub.add_parser("providers", help="list execution providers and whether they can run here")
     sub.add_parser("plugins", help="list loaded plugins, their distributions and hooks")

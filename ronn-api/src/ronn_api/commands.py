@@ -59,7 +59,7 @@ def random_input(value_type: Any, dims: dict[str, int], rng: np.random.Generator
         return np.array(rng.choice(["a", "b", "c"], size=shape), dtype=object)
     np_dtype = dtype.np_dtype
     if np.issubdtype(np_dtype, np.integer):
-        return rng.integers(0, 10, size=shape).astype(np_dtype)
+        return rng.integers(0, 2, size=shape).astype(np_dtype)  # 0 and 1: valid ids, masks, types
     return rng.standard_normal(shape).astype(np_dtype)
 
 
@@ -151,6 +151,27 @@ def cmd_info(args: argparse.Namespace) -> int:
     n_init = len(model.graph.initializers)
     size = sum(getattr(v, "nbytes", 0) for v in model.graph.initializers.values())
     print(f"initializers: {n_init} ({size / 1e6:.2f} MB)")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """``ronn pull``: download a model and its external data from the Hugging Face Hub."""
+    from ronn_onnx.hub import fetch_uri
+
+    fetched = fetch_uri(
+        args.model,
+        revision=args.revision,
+        token=args.token,
+        cache_dir=args.cache_dir,
+        local_files_only=True if args.offline else None,
+    )
+    print(fetched.path)
+    for path in fetched.data_files:
+        print(path)
+    commit = f" (commit {fetched.commit})" if fetched.commit else ""
+    files = len(fetched.data_files)
+    data = f", with {files} external data file{'s' if files != 1 else ''}" if files else ""
+    print(f"pulled {fetched.repo_id}/{fetched.filename}{commit}{data}", file=sys.stderr)
     return 0
 
 

@@ -51,25 +51,44 @@ def uses_external_data(proto: onnx.ModelProto) -> bool:
 
 
 def resolve_location(folder: str, location: str, model_name: str, tensor_name: str) -> str:
-    """The file a location names, refusing anything outside ``folder``."""
+    """The file a location names, refusing anything outside ``folder``.
+
+    The location must stay inside the folder as written (no absolute path, no ``..`` out).
+    Links are then resolved: the target must lie inside the folder too, or, for a model in
+    the Hugging Face cache (``<cache>/snapshots/<commit>/...``), in that cache's ``blobs``.
+    """
     if not location or os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location:
         raise ModelError(
             f"{model_name}: tensor {tensor_name!r} has external data location {location!r}; "
             "only relative paths inside the model's folder are allowed"
         )
-    root = os.path.realpath(folder)
-    path = os.path.realpath(os.path.join(root, location))
-    if os.path.commonpath([root, path]) != root:
+    root = os.path.abspath(folder)
+    written = os.path.normpath(os.path.join(root, location))
+    real = os.path.realpath(written)
+    if os.path.commonpath([root, written]) != root or not _link_allowed(root, real):
         raise ModelError(
             f"{model_name}: tensor {tensor_name!r} has external data location {location!r}, "
             "which leads outside the model's folder"
         )
-    if not os.path.isfile(path):
+    if not os.path.isfile(real):
         raise ModelError(
             f"{model_name}: cannot load external data for tensor {tensor_name!r}: "
             f"file {location!r} not found beside the model"
         )
-    return path
+    return real
+
+
+def _link_allowed(root: str, real: str) -> bool:
+    """Whether a resolved path is inside the model's folder, or in its Hub cache's blobs."""
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, real]) == real_root:
+        return True
+    parts = real_root.split(os.sep)
+    if "snapshots" in parts:
+        cache = os.sep.join(parts[: len(parts) - 1 - parts[::-1].index("snapshots")])
+        blobs = os.path.join(cache, "blobs")
+        return os.path.dirname(real) == blobs
+    return False
 
 
 #: packed sub-byte types: their bytes must be unpacked, so they are read, not mapped

@@ -1,4 +1,7 @@
-"""ronn-onnx's plugin: registers the ONNX model loader. Cheap to import: onnx loads on first use."""
+"""ronn-onnx's plugin: registers the ONNX model loader and the loader of ``hf://`` references.
+
+Cheap to import: onnx and huggingface_hub load on first use.
+"""
 
 from __future__ import annotations
 
@@ -40,9 +43,25 @@ class LazyOnnxLoader:
         self._impl().save(model, path)
 
 
+class LazyHubLoader:
+    """``hf://owner/repo[@revision]/path/model.onnx``: downloads through huggingface_hub, then
+    loads the local file as ONNX (see :mod:`ronn_onnx.hub`)."""
+
+    def can_load(self, source: Any) -> bool:
+        """Strings starting with ``hf://``."""
+        return isinstance(source, str) and source.startswith("hf://")
+
+    def load(self, source: Any, options: dict[str, str]) -> Model:
+        """Download the model (and its external data) into the Hub cache and load it."""
+        from .hub import HubLoader
+
+        return HubLoader().load(source, options)
+
+
 @hookimpl
 def ronn_register_model_loaders(registry: LoaderRegistry) -> None:
     registry.add("onnx", LazyOnnxLoader())
+    registry.add("hf", LazyHubLoader())
 
 
 def expand_function_operators(model: Model, context: OptimizerContext) -> bool:
