@@ -81,3 +81,21 @@ def test_a_model_over_2gb_loads_within_1_3_times_its_size(tmp_path: Path) -> Non
     assert report["y_shape"] == [1, n]
     assert report["after_load_mb"] < 1.3 * size_mb, report
     np.testing.assert_allclose(report["y"], expected_output(k, n)[:64], rtol=1e-3, atol=5e-2)
+
+
+@pytest.mark.slow
+def test_a_model_over_2gb_saves_with_streamed_external_data(tmp_path: Path) -> None:
+    from ronn_onnx import load_model, save_model
+
+    k, n = 24576, 24576
+    source = tmp_path / "source"
+    source.mkdir()
+    path, _ = write_model(source, k, n)
+    model = load_model(str(path))
+    target = tmp_path / "saved" / "model.onnx"
+    target.parent.mkdir()
+    save_model(model, str(target))  # over 2 GB: external data chosen automatically
+    assert (target.parent / "model.onnx.data").stat().st_size >= k * n * 4
+    assert target.stat().st_size < 1 << 20
+    again = load_model(str(target))
+    np.testing.assert_array_equal(again.graph.initializers["W"][-3:, -5:], model.graph.initializers["W"][-3:, -5:])
