@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .bench_args import add_arguments as add_bench_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the saved login)")
     pull.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: HF_HUB_CACHE or HF_HOME/hub)")
     pull.add_argument("--offline", action="store_true", help="use the cache only, download nothing")
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure latency, throughput, session creation and peak memory",
+        description="Benchmark MODEL on random inputs: session creation, P50/P95/P99 latency, "
+        "throughput and peak RSS; with --compare onnxruntime, both in alternating blocks.",
+    )
+    add_bench_arguments(bench)
 
     sub.add_parser("providers", help="list execution providers and whether they can run here")
     sub.add_parser("plugins", help="list loaded plugins, their distributions and hooks")

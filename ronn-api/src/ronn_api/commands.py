@@ -201,3 +201,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for message in host.duplicates:
         print(f"warning: {message}")
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``ronn bench``: see :mod:`ronn_api.bench`."""
+    from .bench import run_bench
+
+    return run_bench(args)
