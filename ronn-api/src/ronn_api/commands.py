@@ -85,6 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``ronn run``: run a model on given or random inputs."""
     model = args.model or DEMO_MODEL_PATH
     session = ronn.InferenceSession(model, providers=_providers(args.providers))
+    outputs_of_model = {o.name for o in session.get_outputs()}
+    if any(name not in outputs_of_model for name in args.output or ()):
+        # intermediate values: the optimizer may fuse them away, so run the model as stored
+        session = ronn.InferenceSession(model, _unoptimized(), providers=_providers(args.providers))
     feeds = _load_inputs(args.input)
     if args.model is None and not feeds:
         feeds = demo_inputs()
@@ -110,6 +114,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unoptimized() -> ronn.SessionOptions:
+    options = ronn.SessionOptions()
+    options.graph_optimization_level = ronn.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return options
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "output"
 
@@ -117,7 +127,8 @@ def _safe(name: str) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     """``ronn info``: what a model holds and where its nodes run."""
     model_path = args.model or DEMO_MODEL_PATH
-    session = ronn.InferenceSession(model_path, providers=_providers(args.providers))
+    # the model as stored (the graph optimizer would show its fused operators instead)
+    session = ronn.InferenceSession(model_path, _unoptimized(), providers=_providers(args.providers))
     model = session.model
     meta = session.get_modelmeta()
     print(f"model: {model_path}")

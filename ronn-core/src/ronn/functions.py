@@ -1,9 +1,15 @@
-"""Model-local functions: calls are replaced by the function's body, renamed apart."""
+"""Model-local functions: calls are replaced by the function's body, renamed apart.
+
+A call is kept as it is when a provider of the session implements the operator itself
+(``has_kernel``): the optimizer saves its fused ``ronn``-domain operators with a function body
+of standard operators for other runtimes, and ronn runs its own kernel for them instead.
+"""
 
 from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from .errors import InvalidGraphError
@@ -12,12 +18,20 @@ from .ir import Function, Graph, Model, Node
 MAX_DEPTH = 32
 
 
-def inline_functions(model: Model) -> bool:
-    """Expand every call of a model-local function, in all graphs; True when any was expanded."""
+#: ``has_kernel(domain, op_type, opset)``: whether a provider of the session runs the operator
+KernelCheck = Callable[[str, str, int], bool]
+
+
+def inline_functions(model: Model, has_kernel: KernelCheck | None = None) -> bool:
+    """Expand calls of model-local functions, in all graphs; True when any was expanded.
+
+    With ``has_kernel``, a call whose operator a provider implements (at the model's opset
+    for the function's domain) stays a call; its body is then only what other runtimes read.
+    """
     if not model.functions:
         return False
     counter = itertools.count()
-    changed = _expand_graph(model.graph, model, counter, depth=0)
+    changed = _expand_graph(model.graph, model, counter, depth=0, has_kernel=has_kernel)
     if changed:
         for fn in model.functions.values():
             for domain, version in fn.opset_imports.items():
@@ -25,26 +39,37 @@ def inline_functions(model: Model) -> bool:
     return changed
 
 
-def _expand_graph(graph: Graph, model: Model, counter: Any, depth: int) -> bool:
-    nodes, changed = _expand_nodes(graph.nodes, model, counter, depth)
+def _expand_graph(
+    graph: Graph, model: Model, counter: Any, depth: int, has_kernel: KernelCheck | None = None
+) -> bool:
+    nodes, changed = _expand_nodes(graph.nodes, model, counter, depth, has_kernel)
     graph.nodes = nodes
     return changed
 
 
-def _expand_nodes(nodes: list[Node], model: Model, counter: Any, depth: int) -> tuple[list[Node], bool]:
+def _runs_natively(node: Node, model: Model, has_kernel: KernelCheck | None) -> bool:
+    if has_kernel is None:
+        return False
+    opset = model.opset(node.domain)
+    return opset is not None and has_kernel(node.domain, node.op_type, opset)
+
+
+def _expand_nodes(
+    nodes: list[Node], model: Model, counter: Any, depth: int, has_kernel: KernelCheck | None = None
+) -> tuple[list[Node], bool]:
     if depth > MAX_DEPTH:
         raise InvalidGraphError(f"model-local functions nest deeper than {MAX_DEPTH} (recursion?)")
     result: list[Node] = []
     changed = False
     for node in nodes:
         for sub in node.subgraphs():
-            changed |= _expand_graph(sub, model, counter, depth)
-        fn = model.functions.get((node.domain, node.op_type))
-        if fn is None:
+            changed |= _expand_graph(sub, model, counter, depth, has_kernel)
+        fn = model.function_for(node)
+        if fn is None or _runs_natively(node, model, has_kernel):
             result.append(node)
             continue
         body = instantiate(fn, node, f"{node.name or fn.name}__{next(counter)}__")
-        expanded, _ = _expand_nodes(body, model, counter, depth + 1)
+        expanded, _ = _expand_nodes(body, model, counter, depth + 1, has_kernel)
         result.extend(expanded)
         changed = True
     return result, changed

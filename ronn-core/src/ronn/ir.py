@@ -87,6 +87,8 @@ class Node:
     doc_string: str = ""
     #: attributes of a function body that refer to the caller's attributes: name -> caller's name
     attribute_refs: dict[str, str] = field(default_factory=dict)
+    #: which overload of a model-local function the node calls (ONNX IR 10); "" for none
+    overload: str = ""
 
     def label(self) -> str:
         """How errors name this node: ``'conv1' (Conv)``."""
@@ -218,6 +220,18 @@ class Function:
     attribute_defaults: dict[str, Any] = field(default_factory=dict)
     opset_imports: dict[str, int] = field(default_factory=dict)
     doc_string: str = ""
+    #: distinguishes functions of one name (ONNX IR 10); "" for none
+    overload: str = ""
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The function's key in :attr:`Model.functions`."""
+        return function_key(self.domain, self.name, self.overload)
+
+
+def function_key(domain: str, name: str, overload: str = "") -> tuple[str, ...]:
+    """How :attr:`Model.functions` keys a function: ``(domain, name)``, plus the overload if any."""
+    return (domain, name, overload) if overload else (domain, name)
 
 
 @dataclass
@@ -233,7 +247,8 @@ class Model:
     model_version: int | None = None
     doc_string: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
-    functions: dict[tuple[str, str], Function] = field(default_factory=dict)
+    #: by :func:`function_key`: ``(domain, name)``, or ``(domain, name, overload)`` for overloads
+    functions: dict[tuple[str, ...], Function] = field(default_factory=dict)
     #: where the model came from (a path, ``<bytes>``, an ``hf://`` reference), for messages
     source: str = "<memory>"
 
@@ -242,6 +257,12 @@ class Model:
         if domain in ("", "ai.onnx"):
             return self.opset_imports.get("", self.opset_imports.get("ai.onnx"))
         return self.opset_imports.get(domain)
+
+    def function_for(self, node: Node) -> Function | None:
+        """The model-local function ``node`` calls, if any."""
+        if not self.functions:
+            return None
+        return self.functions.get(function_key(node.domain, node.op_type, node.overload))
 
 
 def tensor_type_of(value: Any) -> TensorType:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -93,7 +94,8 @@ def load_model(source: Any, host: PluginHost, options: dict[str, Any] | None = N
 class InferenceSession:
     """Loads a model and runs it; same constructor and methods as onnxruntime's session.
 
-    Beyond onnxruntime: ``run`` can fetch any intermediate value by name; ``plugin_host``
+    Beyond onnxruntime: ``run`` can fetch intermediate values by name (all of them with
+    ``ORT_DISABLE_ALL``; the optimizer fuses some away otherwise); ``plugin_host``
     selects the plugins (tests pass a fresh :class:`ronn.PluginHost`); ``weights`` names
     safetensors files whose tensors fill the model's initializers (or weight inputs).
     """
@@ -121,11 +123,13 @@ class InferenceSession:
         self._model = load_model(source, self._host, load_options)
         self._model_path = source if isinstance(source, str) else None
         self._apply_initializer_overrides()
-        inline_functions(self._model)
         self._provider_names, self._provider_options = self._resolve_provider_names(
             providers, provider_options
         )
-        self._optimize()
+        context = self._optimizer_context()
+        # a call of a model-local function stays a call when a provider implements the operator
+        inline_functions(self._model, context.has_kernel)
+        self._optimize(context)
         self._build()
         self._build_seconds = time.perf_counter() - started
         if self._sess_options.optimized_model_filepath:
@@ -146,23 +150,25 @@ class InferenceSession:
                     shape = tuple(overrides.get(d, d) if isinstance(d, str) else d for d in info.type.shape)
                     info.type = TensorType(info.type.dtype, shape)
 
-    def _optimize(self) -> None:
-        level = self._sess_options.graph_optimization_level
+    def _optimizer_context(self) -> OptimizerContext:
+        """What passes (and function inlining) may consult: level, kernels, providers, config."""
+        names = list(self._provider_names)
+        if CPU_PROVIDER not in names and self._sess_options.config(DISABLE_CPU_FALLBACK) != "1":
+            names.append(CPU_PROVIDER)
+        return OptimizerContext(
+            level=self._sess_options.graph_optimization_level,
+            kernels=self._host.kernels(),
+            providers=tuple(names),
+            config=dict(self._sess_options._config),
+        )
+
+    def _optimize(self, context: OptimizerContext) -> None:
         disabled = {
             name.strip()
             for name in self._sess_options.config(DISABLED_OPTIMIZERS).split(",")
             if name.strip()
         }
-        names = list(self._provider_names)
-        if CPU_PROVIDER not in names and self._sess_options.config(DISABLE_CPU_FALLBACK) != "1":
-            names.append(CPU_PROVIDER)
-        context = OptimizerContext(
-            level=level,
-            kernels=self._host.kernels(),
-            providers=tuple(names),
-            config=dict(self._sess_options._config),
-        )
-        for opt_pass in self._host.optimizers().passes(level, disabled):
+        for opt_pass in self._host.optimizers().passes(context.level, disabled):
             opt_pass.run(self._model, context)
 
     def _resolve_provider_names(
@@ -257,7 +263,14 @@ class InferenceSession:
                 break
         if saver is None:
             raise OptionError("optimized_model_filepath is set but no loader can save models")
-        saver.save(self._model, path)  # type: ignore[union-attr]
+        model = self._model
+        # calls of function overloads (the fused operators' bodies) need ONNX IR 10
+        overloaded = any(fn.overload for fn in model.functions.values()) or any(
+            node.overload for _, node in model.graph.walk()
+        )
+        if overloaded and model.ir_version < 10:
+            model = dataclasses.replace(model, ir_version=10)
+        saver.save(model, path)  # type: ignore[union-attr]
 
     # --- running --------------------------------------------------------------------------
 
@@ -269,7 +282,8 @@ class InferenceSession:
     ) -> list[Any]:
         """Compute ``output_names`` (None: every model output) from ``input_feed``.
 
-        Any intermediate value of the main graph can be fetched by name as well.
+        Intermediate values of the main graph can be fetched by name as well: every one with
+        ``ORT_DISABLE_ALL``, else those the graph optimizer kept.
         """
         fetches = list(output_names) if output_names else list(self._output_names)
         feeds = self._check_feeds(input_feed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -134,6 +135,7 @@ def node_from_proto(proto: onnx.NodeProto) -> Node:
         attributes=attributes,
         doc_string=proto.doc_string,
         attribute_refs=refs,
+        overload=proto.overload,
     )
 
 
@@ -166,12 +168,16 @@ def function_from_proto(proto: onnx.FunctionProto) -> Function:
         attribute_defaults=defaults,
         opset_imports={("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import},
         doc_string=proto.doc_string,
+        overload=proto.overload,
     )
 
 
 def model_from_proto(proto: onnx.ModelProto, source: str = "<memory>") -> Model:
     """A ModelProto as an IR model."""
-    functions = {(f.domain, f.name): function_from_proto(f) for f in proto.functions}
+    functions = {}
+    for f in proto.functions:
+        fn = function_from_proto(f)
+        functions[fn.key] = fn
     return Model(
         graph=graph_from_proto(proto.graph),
         opset_imports={("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import},
@@ -260,6 +266,17 @@ def attribute_to_proto(name: str, value: Any) -> AttributeProto:
     return onnx.helper.make_attribute(name, value)
 
 
+@functools.lru_cache(maxsize=None)
+def _reference_type(domain: str, op_type: str, name: str) -> int:
+    """The type of an operator's attribute from its schema (0 when onnx does not know it)."""
+    try:
+        schema = onnx.defs.get_schema(op_type, domain=domain)
+    except onnx.defs.SchemaError:
+        return 0
+    attr = schema.attributes.get(name)
+    return int(attr.type) if attr is not None else 0
+
+
 def node_to_proto(node: Node) -> onnx.NodeProto:
     """An IR node as a NodeProto."""
     proto = onnx.helper.make_node(
@@ -269,7 +286,13 @@ def node_to_proto(node: Node) -> onnx.NodeProto:
     for key, value in node.attributes.items():
         proto.attribute.append(attribute_to_proto(key, value))
     for key, ref in node.attribute_refs.items():
-        proto.attribute.append(AttributeProto(name=key, ref_attr_name=ref))
+        attr = AttributeProto(name=key, ref_attr_name=ref)
+        attr_type = _reference_type(node.domain, node.op_type, key)
+        if attr_type:
+            attr.type = attr_type  # onnx's checker wants references typed
+        proto.attribute.append(attr)
+    if node.overload:
+        proto.overload = node.overload
     return proto
 
 
@@ -307,5 +330,9 @@ def model_to_proto(model: Model) -> onnx.ModelProto:
         )
         for key, value in fn.attribute_defaults.items():
             fproto.attribute_proto.append(attribute_to_proto(key, value))
+        if fn.overload:
+            fproto.overload = fn.overload
+        if fn.doc_string:
+            fproto.doc_string = fn.doc_string
         proto.functions.append(fproto)
     return proto

@@ -9,6 +9,7 @@ tap's columns into the output (col2im).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +18,11 @@ import numpy as np
 
 from ronn.kernel import KernelContext, KernelRun
 
+from ..jit import parallel
 from ._nn_common import (
     KERNELS,
     auto_pad_attr,
+    compute_dtype,
     derived,
     ints,
     pad_spatial,
@@ -177,9 +180,340 @@ def _add_bias(y: Any, bias: Any) -> Any:
     return y
 
 
+# --- the fast Conv ---------------------------------------------------------------------------
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_scratch = threading.local()
+
+
+def scratch(size: int, dtype: np.dtype) -> np.ndarray:
+    """A reusable per-thread 1-D buffer of at least ``size`` elements (contents undefined)."""
+    name = "buffer_" + dtype.char
+    buffer = getattr(_scratch, name, None)
+    if buffer is None or buffer.size < size:
+        buffer = np.empty(max(size, 1 << 16), dtype)
+        setattr(_scratch, name, buffer)
+    return buffer[:size]
+
+
+_jit_module: Any = None  # ronn_cpu.jit.conv once loaded
+
+
+def _jit_conv() -> Any:
+    global _jit_module
+    if _jit_module is None:
+        from ..jit import load
+
+        _jit_module = load("conv")
+    return _jit_module
+
+
+_REFERENCE = object()  # plan marker: the numpy reference computes this shape
+
+
+@dataclass(frozen=True)
+class _Geometry2d:
+    """A 2-D convolution's geometry (a 1-D one runs as 1 x L)."""
+
+    out_shape: tuple[int, ...]  # the node's output shape
+    out_2d: tuple[int, int]  # (OH, OW)
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    begins: tuple[int, int]
+    ends: tuple[int, int]
+
+
+class FastConv:
+    """A Conv node prepared at session creation, with an optional fused epilogue.
+
+    ``FastConv(ctx, activation=..., alpha=..., beta=...)`` reads the node's attributes and, when
+    the weight (input 1) and bias (input 2) are initializers, prepares them once. Calling it
+    with ``(x, w, bias=None, residual=None)`` returns ``act(conv(x, w) + bias + residual)``
+    (``residual`` of the output's shape, or broadcasting to it).
+
+    float32/float64 (and, computed in float32, float16) 1-D and 2-D convolutions take the
+    fast paths, planned once per input shape: 1x1 kernels as one GEMM per group and image
+    with no im2col, depthwise kernels (group == channels == outputs) as a direct numba kernel
+    adding the bias, others as a numba im2col into a reused per-thread buffer and one GEMM per
+    group and image; then bias, residual and activation in one numba pass. Other ranks and
+    types run the numpy reference (:func:`convolve`).
+    """
+
+    def __init__(
+        self,
+        ctx: KernelContext,
+        *,
+        activation: str | None = None,
+        alpha: float = 0.01,
+        beta: float = 0.0,
+        weight_index: int = 1,
+        bias_index: int = 2,
+    ) -> None:
+        from ._epilogue import ACTIVATIONS
+
+        if activation not in ACTIVATIONS:
+            raise ctx.fail(f"unsupported fused activation {activation!r}")
+        self.attrs = conv_attrs(ctx)
+        self.activation = activation
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self._plans: dict[tuple[Any, ...], Any] = {}
+        self._weight_source: Any = None
+        self._weight: Any = None
+        self._bias_source: Any = None
+        self._bias: Any = None
+        weight = ctx.constant(weight_index)
+        if isinstance(weight, np.ndarray) and weight.ndim >= 3:
+            self._prepare_weight(weight)
+        bias = ctx.constant(bias_index)
+        if isinstance(bias, np.ndarray) and self._weight is not None:
+            self._prepare_bias(bias, self._weight.dtype)
+
+    # --- prepared operands -------------------------------------------------------------
+
+    def _prepare_weight(self, w: np.ndarray) -> np.ndarray:
+        """The weight in its compute dtype, C-contiguous (kept while ``w`` stays the source)."""
+        if w is self._weight_source:
+            return self._weight
+        prepared = np.ascontiguousarray(widen(w))
+        self._weight_source, self._weight = w, prepared
+        return prepared
+
+    def _prepare_bias(self, bias: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        if bias is self._bias_source and self._bias.dtype == dtype:
+            return self._bias
+        prepared = np.ascontiguousarray(bias.reshape(-1), dtype=dtype)
+        self._bias_source, self._bias = bias, prepared
+        return prepared
+
+    # --- running -----------------------------------------------------------------------
+
+    def __call__(self, x: Any, w: Any, bias: Any = None, residual: Any = None) -> Any:
+        entry = self._plans.get((x.shape, w.shape, x.dtype))
+        if entry is None:
+            entry = self._plan(x, w)
+        if entry is _REFERENCE:
+            return self._reference(x, w, bias, residual)
+        execute, finish, out_shape, work = entry
+        weight = self._weight if w is self._weight_source else self._prepare_weight(w)
+        if weight.dtype != work:
+            weight = weight.astype(work)
+        values = x if x.dtype == work else x.astype(work)
+        if not values.flags.c_contiguous:
+            values = np.ascontiguousarray(values)
+        shift = None
+        if bias is not None:
+            if bias is self._bias_source and self._bias.dtype == work:
+                shift = self._bias
+            else:
+                if bias.shape != (w.shape[0],):
+                    raise ValueError(f"bias shape {bias.shape} does not match {w.shape[0]} output channels")
+                shift = self._prepare_bias(bias, work)
+        y = np.empty(out_shape, dtype=work)
+        if execute(values, weight, shift, y):
+            shift = None  # the kernel added it
+        if shift is not None or residual is not None or finish is not None:
+            y = self._finish(y, shift, residual, finish)
+        return y if y.dtype == x.dtype else y.astype(x.dtype)
+
+    def _finish(self, y: np.ndarray, shift: Any, residual: Any, finish: Any) -> np.ndarray:
+        if residual is not None and (
+            residual.shape != y.shape or residual.dtype != y.dtype or not residual.flags.c_contiguous
+        ):
+            from ._epilogue import epilogue
+
+            if np.broadcast_shapes(residual.shape, y.shape) != y.shape:
+                raise ValueError(f"residual of shape {residual.shape} does not broadcast to {y.shape}")
+            return epilogue(
+                y, bias=shift, activation=self.activation, alpha=self.alpha, beta=self.beta,
+                residual=widen(residual).astype(y.dtype, copy=False),
+            )  # fmt: skip
+        kernel, zeros, params, channels, inner = finish or self._finisher(y)
+        flat = y.reshape(-1)
+        if residual is None:
+            kernel(flat, zeros if shift is None else shift, flat, False, channels, inner, params)
+        else:
+            kernel(flat, zeros if shift is None else shift, residual.reshape(-1), True, channels, inner, params)
+        return y
+
+    def _finisher(self, y: np.ndarray) -> tuple[Any, ...]:
+        """The epilogue's numba kernel and arguments for outputs shaped like ``y``."""
+        from ._epilogue import _COSTLY, _jit, kernel_params, unit_scale
+
+        module = _jit()
+        channels = y.shape[1]
+        inner = y.size // (y.shape[0] * channels)
+        work = y.size * 16 if self.activation in _COSTLY else y.size
+        kernels = module.BIAS_PAR if parallel(work) else module.BIAS
+        return (
+            kernels[module.KINDS[self.activation]],
+            unit_scale(channels, y.dtype)[1],
+            kernel_params(y.dtype, self.alpha, self.beta),
+            channels,
+            inner,
+        )
+
+    def _reference(self, x, w, bias, residual) -> Any:  # noqa: ANN001
+        from ._epilogue import epilogue_numpy
+
+        geo = conv_geometry(self.attrs, x.shape[2:], w.shape[2:])
+        y = convolve(np, widen(x), self._prepare_weight(w), self.attrs.group, geo)
+        if bias is not None and bias.shape != (w.shape[0],):
+            raise ValueError(f"bias shape {bias.shape} does not match {w.shape[0]} output channels")
+        y = epilogue_numpy(
+            np.ascontiguousarray(y), bias=bias, activation=self.activation, alpha=self.alpha, beta=self.beta,
+            residual=None if residual is None else widen(residual),
+        )  # fmt: skip
+        return y.astype(x.dtype, copy=False)
+
+    # --- planning, once per input shape --------------------------------------------------
+
+    def _plan(self, x: np.ndarray, w: np.ndarray) -> Any:
+        work = compute_dtype(x.dtype)
+        geometry = self._geometry(x, w)
+        if work not in _FAST_DTYPES or geometry is None or not isinstance(x, np.ndarray):
+            entry: Any = _REFERENCE
+        else:
+            channels, out_channels, group = x.shape[1], w.shape[0], self.attrs.group
+            if group == channels and out_channels == channels and group > 1:
+                execute = self._depthwise_plan(x, geometry)
+            elif geometry.kernel == (1, 1) and not any(geometry.begins) and not any(geometry.ends):
+                execute = self._pointwise_plan(x, w, geometry)
+            else:
+                execute = self._im2col_plan(x, w, geometry, work)
+            finish = None
+            if self.activation is not None:
+                finish = self._finisher(np.empty(geometry.out_shape, work))
+            entry = (execute, finish, geometry.out_shape, work)
+        if len(self._plans) > 32:
+            self._plans.clear()
+        self._plans[(x.shape, w.shape, x.dtype)] = entry
+        return entry
+
+    def _geometry(self, x: Any, w: Any) -> _Geometry2d | None:
+        """The 2-D geometry (checking shapes), or None for other ranks."""
+        _check_channels(x, w, self.attrs.group)
+        geo = conv_geometry(self.attrs, x.shape[2:], w.shape[2:])
+        kernel = w.shape[2:]
+        out_spatial = tuple(
+            (size + b + e - ((k - 1) * d + 1)) // s + 1
+            for size, k, s, d, b, e in zip(x.shape[2:], kernel, geo.strides, geo.dilations, geo.begins, geo.ends)
+        )
+        if any(o < 1 for o in out_spatial):
+            raise ValueError(f"the kernel {tuple(kernel)} does not fit the padded input of {x.shape}")
+        if x.ndim not in (3, 4):
+            return None
+        lead = ((1,), (0,)) if x.ndim == 3 else ((), ())  # a 1-D convolution runs as 1 x L
+        return _Geometry2d(
+            (x.shape[0], w.shape[0]) + out_spatial,
+            lead[0] + out_spatial,
+            lead[0] + tuple(kernel),
+            lead[0] + tuple(geo.strides),
+            lead[0] + tuple(geo.dilations),
+            lead[1] + tuple(geo.begins),
+            lead[1] + tuple(geo.ends),
+        )
+
+    def _pointwise_plan(self, x: np.ndarray, w: np.ndarray, geometry: _Geometry2d) -> Any:
+        n, channels = x.shape[:2]
+        out_channels = w.shape[0]
+        (sh, sw), (oh, ow) = geometry.strides, geometry.out_2d
+        subsample = (sh, sw) != (1, 1)
+        planes = (n, channels) + ((1,) + x.shape[2:] if x.ndim == 3 else x.shape[2:])
+        positions = oh * ow
+        group = self.attrs.group
+        cg, mg = channels // group, out_channels // group
+        matmul = np.matmul
+
+        def execute(values: np.ndarray, weight: np.ndarray, shift: Any, y: np.ndarray) -> bool:
+            if subsample:
+                values = np.ascontiguousarray(
+                    values.reshape(planes)[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
+                )
+            if group == 1:
+                if n == 1:
+                    matmul(weight.reshape(out_channels, channels), values.reshape(channels, positions),
+                           out=y.reshape(out_channels, positions))  # fmt: skip
+                else:
+                    matmul(weight.reshape(out_channels, channels), values.reshape(n, channels, positions),
+                           out=y.reshape(n, out_channels, positions))  # fmt: skip
+            else:
+                matmul(weight.reshape(group, mg, cg), values.reshape(n, group, cg, positions),
+                       out=y.reshape(n, group, mg, positions))  # fmt: skip
+            return False
+
+        return execute
+
+    def _depthwise_plan(self, x: np.ndarray, geometry: _Geometry2d) -> Any:
+        from ._epilogue import unit_scale
+
+        module = _jit_conv()
+        n, channels = x.shape[:2]
+        (oh, ow), (kh, kw) = geometry.out_2d, geometry.kernel
+        (sh, sw), (dh, dw), (ph, pw) = geometry.strides, geometry.dilations, geometry.begins
+        planes = (n, channels) + ((1,) + x.shape[2:] if x.ndim == 3 else x.shape[2:])
+        wide = parallel(channels * oh * ow * kh * kw)
+        positions = oh * ow
+        if positions <= 64 and channels >= 8 or positions <= 256 and channels >= 24:
+            fn = module.depthwise_small  # channels-last inside: small planes, many channels
+        else:
+            fn = module.depthwise_par if wide else module.depthwise
+        zeros = unit_scale(channels, compute_dtype(x.dtype))[1]
+
+        def execute(values: np.ndarray, weight: np.ndarray, shift: Any, y: np.ndarray) -> bool:
+            x4 = values.reshape(planes)
+            y4 = y.reshape(n, channels, oh, ow)
+            w3 = weight.reshape(channels, kh, kw)
+            bias = zeros if shift is None else shift
+            for image in range(n):
+                fn(x4[image], w3, bias, y4[image], sh, sw, dh, dw, ph, pw)
+            return True
+
+        return execute
+
+    def _im2col_plan(self, x: np.ndarray, w: np.ndarray, geometry: _Geometry2d, work: np.dtype) -> Any:
+        module = _jit_conv()
+        n, channels = x.shape[:2]
+        out_channels = w.shape[0]
+        group = self.attrs.group
+        cg, mg = channels // group, out_channels // group
+        (kh, kw), (oh, ow) = geometry.kernel, geometry.out_2d
+        (sh, sw), (dh, dw), (ph, pw) = geometry.strides, geometry.dilations, geometry.begins
+        positions = oh * ow
+        rows = cg * kh * kw
+        planes = (n, group, cg) + ((1,) + x.shape[2:] if x.ndim == 3 else x.shape[2:])
+        fn = module.im2col_par if parallel(rows * positions * 4) and (sh, sw) != (1, 1) else module.im2col
+        matmul = np.matmul
+
+        def execute(values: np.ndarray, weight: np.ndarray, shift: Any, y: np.ndarray) -> bool:
+            cols = scratch(rows * positions, work).reshape(rows, positions)
+            x5 = values.reshape(planes)
+            y4 = y.reshape(n, group, mg, positions)
+            w3 = weight.reshape(group, mg, rows)
+            for image in range(n):
+                for g in range(group):
+                    fn(x5[image, g], cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow)
+                    matmul(w3[g], cols, out=y4[image, g])
+            return False
+
+        return execute
+
+
 @KERNELS.register("Conv", since=(1, 11, 22))
 def conv(ctx: KernelContext) -> KernelRun:
     """Conv: N-D convolution with groups, strides, dilations, pads and optional bias."""
+    if ctx.xp is not np:  # another provider reusing the kernel: the array-namespace version
+        return _generic_conv(ctx)
+    op = FastConv(ctx)
+
+    def run(x, w, bias=None):
+        return (op(x, w, bias),)
+
+    return run
+
+
+def _generic_conv(ctx: KernelContext) -> KernelRun:
     xp = ctx.xp
     attrs = conv_attrs(ctx)
     weights = derived(ctx, 1, widen)

@@ -23,25 +23,72 @@ def _scaled(xp: Any, y: Any, factor: float) -> Any:
     return y * y.dtype.type(factor)
 
 
+_FAST = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class _Prepared:
+    """An operand prepared once (widened, maybe transposed, C-contiguous) while its source stays."""
+
+    __slots__ = ("derive", "source", "value")
+
+    def __init__(self, derive: Any, constant: Any = None) -> None:
+        self.derive = derive
+        self.source: Any = None
+        self.value: Any = None
+        if isinstance(constant, np.ndarray):
+            self(constant)
+
+    def __call__(self, source: Any) -> Any:
+        if source is self.source:
+            return self.value
+        value = self.derive(source)
+        self.source, self.value = source, value  # a run racing this one recomputes: harmless
+        return value
+
+
 @KERNELS.register("Gemm", since=(1, 6, 7, 9, 11, 13))
 def gemm(ctx: KernelContext) -> KernelRun:
     """Gemm: ``alpha * op(A) @ op(B) + beta * C`` with C broadcast to the product.
 
     Before opset 7 a ``broadcast`` attribute allowed broadcasting C; like onnxruntime, C is
-    broadcast whenever its shape allows, whatever the attribute says.
+    broadcast whenever its shape allows, whatever the attribute says. A constant B is
+    widened and made C-contiguous once; a C of one value per column (or a scalar) is added
+    in one pass over the product.
     """
     xp = ctx.xp
     alpha = float(ctx.attr("alpha", 1.0))
     beta = float(ctx.attr("beta", 1.0))
     trans_a = bool(ctx.attr("transA", 0))
     trans_b = bool(ctx.attr("transB", 0))
-    weights = derived(ctx, 1, lambda b: widen(b).T if trans_b else widen(b))
+    if xp is np:
+        # B keeps its layout: with transB each output column is one contiguous dot product, so
+        # equal columns give equal outputs (as in onnxruntime), which a later Softmax can need
+        weights = _Prepared(lambda b: np.ascontiguousarray(widen(b)).T if trans_b else np.ascontiguousarray(widen(b)),
+                            ctx.constant(1))  # fmt: skip
+    else:
+        weights = derived(ctx, 1, lambda b: widen(b).T if trans_b else widen(b))
+    columns = _Prepared(lambda c: np.ascontiguousarray(widen(c).reshape(-1) * c.dtype.type(beta)))
 
     def run(a, b, c=None):
         if a.ndim != 2 or b.ndim != 2:
             raise ValueError(f"Gemm needs 2-D operands, got shapes {a.shape} and {b.shape}")
         left = widen(a).T if trans_a else widen(a)
-        y = _scaled(xp, xp.matmul(left, weights(b)), alpha)
+        product = xp.matmul(left, weights(b))
+        if (
+            c is not None and xp is np and product.dtype in _FAST and product.dtype == a.dtype == c.dtype and beta != 0
+            and product.ndim == 2 and c.size in (product.shape[1], 1) and c.ndim <= 2
+            and (c.ndim < 2 or c.shape[0] == 1) and product.size
+        ):  # fmt: skip
+            from ._epilogue import epilogue
+
+            if alpha != 1:
+                product *= product.dtype.type(alpha)
+            bias = columns(c)
+            if bias.size == 1:
+                product += bias[0]
+                return (product,)
+            return (epilogue(product, bias=bias),)
+        y = _scaled(xp, product, alpha)
         if c is not None and beta != 0:
             y = y + _scaled(xp, widen(c), beta)
         return (xp.asarray(y).astype(a.dtype, copy=False),)
@@ -51,12 +98,25 @@ def gemm(ctx: KernelContext) -> KernelRun:
 
 @KERNELS.register("MatMul", since=(1, 9, 13))
 def matmul(ctx: KernelContext) -> KernelRun:
-    """MatMul: numpy.matmul semantics (batched, broadcast, 1-D operands promoted)."""
+    """MatMul: numpy.matmul semantics (batched, broadcast, 1-D operands promoted).
+
+    An N-D A times a 2-D B runs as one (rows, K) x (K, N) GEMM; a constant B is prepared
+    (widened, C-contiguous) once.
+    """
     xp = ctx.xp
-    weights = derived(ctx, 1, widen)
+    if xp is not np:
+        weights = derived(ctx, 1, widen)
+    else:
+        weights = _Prepared(lambda b: np.ascontiguousarray(widen(b)), ctx.constant(1))
 
     def run(a, b):
-        y = xp.matmul(widen(a), weights(b))
+        w = weights(b)
+        if xp is np and a.ndim > 2 and w.ndim == 2 and a.dtype in _FAST and w.dtype == a.dtype:
+            rows = np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+            if rows.shape[1] != w.shape[0]:
+                raise ValueError(f"MatMul shapes {a.shape} and {b.shape} do not match")
+            return (np.matmul(rows, w).reshape(a.shape[:-1] + (w.shape[1],)),)
+        y = xp.matmul(widen(a), w)
         return (xp.asarray(y).astype(a.dtype, copy=False),)
 
     return run

@@ -14,7 +14,10 @@ from ronn.dtypes import to_numpy
 from ronn.ir import TensorType
 from ronn.kernel import KernelContext, KernelRun
 
+from ..jit import load, parallel
 from ._nn_common import KERNELS, compute_dtype, widen
+
+_FAST = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _output_dtype(ctx: KernelContext, index: int, fallback: np.dtype) -> np.dtype:
@@ -73,7 +76,34 @@ def batch_normalization(ctx: KernelContext) -> KernelRun:
     else:
         training = ctx.num_outputs > 1
 
+    folded: list[Any] = [None]  # ((scale, bias, mean, var), dtype, factor, offset) last used
+
+    def fold(scale, bias, mean, var, dtype):
+        """Per-channel factor and offset (y = x * factor + offset), kept while the inputs stay."""
+        entry = folded[0]
+        if (
+            entry is not None and entry[1] == dtype and entry[0][0] is scale and entry[0][1] is bias
+            and entry[0][2] is mean and entry[0][3] is var
+        ):  # fmt: skip
+            return entry[2], entry[3]
+        # formed in the compute dtype, as the reference does
+        factor = (scale.astype(dtype) / np.sqrt(var.astype(dtype) + dtype.type(epsilon))).reshape(-1)
+        offset = (bias.astype(dtype) - mean.astype(dtype) * factor.reshape(mean.shape)).reshape(-1)
+        factor, offset = np.ascontiguousarray(factor), np.ascontiguousarray(offset)
+        folded[0] = ((scale, bias, mean, var), dtype, factor, offset)
+        return factor, offset
+
     def run(x, scale, bias, mean, var):
+        if (
+            not training and xp is np and x.dtype in _FAST and x.ndim >= 2 and x.size
+            and scale.size == bias.size == mean.size == var.size == x.shape[1]
+        ):  # fmt: skip
+            from ._epilogue import affine
+
+            factor, offset = fold(scale, bias, mean, var, x.dtype)
+            y = np.empty(x.shape, x.dtype)
+            affine(np.ascontiguousarray(x), y, factor, offset)
+            return (y,) + (None,) * (ctx.num_outputs - 1)
         work = compute_dtype(x.dtype)
         values = x.astype(work, copy=False)
         ndim = x.ndim
@@ -136,9 +166,59 @@ def layer_normalization(ctx: KernelContext) -> KernelRun:
     stash = _stash_dtype(ctx)
     stat_dtypes = [_output_dtype(ctx, i, stash) for i in (1, 2)]
     stash = compute_dtype(stash)
+    outputs_wanted = max(1, ctx.num_outputs)
+    fast_ok = xp is np and stash in _FAST
+    prepared: dict[tuple[int, np.dtype], Any] = {}
+
+    def vector(value: Any, normalized: tuple[int, ...], dtype: np.dtype) -> Any:
+        """A scale or bias over the normalized axes as a contiguous 1-D array of ``dtype``,
+        or None when it broadcasts (the reference path handles that)."""
+        key = (id(value), normalized, dtype)
+        entry = prepared.get(key)
+        if entry is not None and entry[0] is value:
+            return entry[1]
+        shape = tuple(value.shape)
+        while shape and shape[0] == 1 and len(shape) > len(normalized):
+            shape = shape[1:]
+        array = None
+        if shape == normalized:
+            array = np.ascontiguousarray(value.reshape(-1), dtype=dtype)
+        if len(prepared) > 8:
+            prepared.clear()
+        prepared[key] = (value, array)
+        return array
+
+    def run_fast(x, scale, bias, first):
+        rows = math.prod(x.shape[:first])
+        width = x.size // rows
+        normalized = x.shape[first:]
+        gamma = vector(scale, normalized, x.dtype)
+        beta = None if bias is None else vector(bias, normalized, x.dtype)
+        if gamma is None or (bias is not None and beta is None):
+            return None
+        module = load("norm")
+        values = np.ascontiguousarray(x).reshape(rows, width)
+        y = np.empty_like(values)
+        mean = np.empty(rows)
+        inv_std = np.empty(rows)
+        fn = module.layer_norm_par if parallel(x.size * 4) and rows > 1 else module.layer_norm
+        fn(values, gamma, gamma if beta is None else beta, beta is not None, epsilon, y, mean, inv_std)
+        y = y.reshape(x.shape)
+        if outputs_wanted == 1:
+            return (y,)
+        stat_shape = x.shape[:first] + (1,) * (x.ndim - first)
+        return (
+            y,
+            mean.reshape(stat_shape).astype(stat_dtypes[0]),
+            inv_std.reshape(stat_shape).astype(stat_dtypes[1]),
+        )[:outputs_wanted]
 
     def run(x, scale, bias=None):
         first = _normalized_axis(axis, x.ndim)
+        if fast_ok and x.dtype in _FAST and x.size and first < x.ndim:
+            result = run_fast(x, scale, bias, first)
+            if result is not None:
+                return result
         work = np.promote_types(stash, compute_dtype(x.dtype))
         values = x.astype(work, copy=False)
         mean, var, y = _moments(xp, values, tuple(range(first, x.ndim)))
@@ -148,7 +228,7 @@ def layer_normalization(ctx: KernelContext) -> KernelRun:
         if bias is not None:
             y += bias.astype(work, copy=False)
         outputs = (y.astype(x.dtype, copy=False), mean.astype(stat_dtypes[0]), inv_std.astype(stat_dtypes[1]))
-        return outputs[: max(1, ctx.num_outputs)]
+        return outputs[:outputs_wanted]
 
     return run
 

@@ -16,8 +16,11 @@ import numpy as np
 
 from ronn.kernel import KernelContext, KernelRun
 
+from ..jit import load, parallel
 from ._conv import Geometry, taps
 from ._nn_common import KERNELS, auto_pad_attr, ints, pad_spatial, same_pads, tap_slices, widen
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # --- geometry -----------------------------------------------------------------------------
 
@@ -103,6 +106,70 @@ def pool_window(attrs: PoolAttrs, in_shape: Sequence[int]) -> Window:
     return Window(tuple(out_shape), Geometry(strides, dilations, begins, ends), declared)
 
 
+class _Windows:
+    """Pooling windows per input shape (cached), and the fast 1-D/2-D numba path."""
+
+    def __init__(self, attrs: PoolAttrs) -> None:
+        self.attrs = attrs
+        self._cache: dict[tuple[int, ...], tuple[Window, Any]] = {}
+
+    def window(self, shape: tuple[int, ...]) -> Window:
+        return self._entry(shape)[0]
+
+    def _entry(self, shape: tuple[int, ...]) -> tuple[Window, Any]:
+        entry = self._cache.get(shape)
+        if entry is None:
+            if len(self._cache) > 32:
+                self._cache.clear()
+            entry = self._cache[shape] = (pool_window(self.attrs, shape[2:]), {})
+        return entry
+
+    def fast(self, x: Any) -> bool:
+        """Whether ``x`` can take the numba path."""
+        return x.dtype in _FAST_DTYPES and x.ndim in (3, 4) and isinstance(x, np.ndarray)
+
+    def geometry(self, x: Any) -> tuple[Window, tuple[int, ...]]:
+        """The window and the 2-D (kh, kw, sh, sw, dh, dw, ph, pw) the kernels take."""
+        window = self._entry(x.shape)[0]
+        geo = window.geo
+        if x.ndim == 3:
+            values = (1, self.attrs.kernel[0], 1, geo.strides[0], 1, geo.dilations[0], 0, geo.begins[0])
+        else:
+            values = (*self.attrs.kernel, *geo.strides, *geo.dilations, *geo.begins)
+        return window, values
+
+    def run_max(self, x: np.ndarray) -> np.ndarray:
+        module = load("pool")
+        window, geometry = self.geometry(x)
+        y = np.empty(x.shape[:2] + window.out_shape, dtype=x.dtype)
+        x4, y4 = _as_planes(np.ascontiguousarray(x)), _as_planes(y)
+        fn = module.max_pool_par if parallel(y.size * math.prod(self.attrs.kernel)) else module.max_pool
+        lowest = x.dtype.type(-np.inf)
+        for image in range(x.shape[0]):
+            fn(x4[image], y4[image], *geometry, lowest)
+        return y
+
+    def run_average(self, x: np.ndarray, include_pad: bool) -> np.ndarray:
+        module = load("pool")
+        window, geometry = self.geometry(x)
+        counts = self._entry(x.shape)[1].get((include_pad, x.dtype))
+        if counts is None:
+            counts = _window_counts(np, window, x.shape[2:], self.attrs.kernel, include_pad)
+            counts = np.ascontiguousarray(counts.reshape(-1, window.out_shape[-1]), dtype=x.dtype)
+            self._entry(x.shape)[1][(include_pad, x.dtype)] = counts
+        y = np.empty(x.shape[:2] + window.out_shape, dtype=x.dtype)
+        x4, y4 = _as_planes(np.ascontiguousarray(x)), _as_planes(y)
+        fn = module.average_pool_par if parallel(y.size * math.prod(self.attrs.kernel)) else module.average_pool
+        for image in range(x.shape[0]):
+            fn(x4[image], y4[image], counts, *geometry)
+        return y
+
+
+def _as_planes(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) as is; (N, C, L) as (N, C, 1, L)."""
+    return x if x.ndim == 4 else x.reshape(x.shape[:2] + (1,) + x.shape[2:])
+
+
 # --- window reductions --------------------------------------------------------------------
 
 
@@ -186,8 +253,12 @@ def max_pool_op(ctx: KernelContext) -> KernelRun:
     column_major = int(ctx.attr("storage_order", 0)) == 1
     want_indices = ctx.num_outputs > 1 and bool(ctx.node.outputs[1])
 
+    windows = _Windows(attrs)
+
     def run(x):
-        window = pool_window(attrs, x.shape[2:])
+        if not want_indices and windows.fast(x):
+            return (windows.run_max(x),)
+        window = windows.window(x.shape)
         values = x if x.dtype.kind in "iu" else widen(x)
         best, best_tap = max_pool(xp, values, attrs.kernel, window, want_indices)
         y = best.astype(x.dtype, copy=False)
@@ -233,8 +304,12 @@ def average_pool(ctx: KernelContext) -> KernelRun:
     attrs = pool_attrs(ctx)
     include_pad = bool(ctx.attr("count_include_pad", 0))
 
+    windows = _Windows(attrs)
+
     def run(x):
-        window = pool_window(attrs, x.shape[2:])
+        if windows.fast(x):
+            return (windows.run_average(x, include_pad),)
+        window = windows.window(x.shape)
         values = widen(x)
         sums = _window_sums(xp, values, attrs.kernel, window)
         counts = _window_counts(xp, window, x.shape[2:], attrs.kernel, include_pad)
@@ -297,6 +372,12 @@ def global_average_pool(ctx: KernelContext) -> KernelRun:
     xp = ctx.xp
 
     def run(x):
+        if x.dtype in _FAST_DTYPES and x.ndim >= 3 and x.size:
+            # one contiguous reduction per (n, c) plane
+            planes = np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
+            y = np.add.reduce(planes, axis=2)
+            y /= x.dtype.type(planes.shape[2])
+            return (y.reshape(x.shape[:2] + (1,) * (x.ndim - 2)),)
         return (xp.mean(widen(x), axis=_spatial_axes(x), keepdims=True).astype(x.dtype, copy=False),)
 
     return run

@@ -17,6 +17,7 @@ import numpy as np
 
 from ronn.kernel import KernelContext, KernelRun
 
+from ..jit import load
 from ._nn_common import KERNELS
 
 
@@ -40,11 +41,32 @@ def _hardmax(xp: Any, x: Any, axis: int) -> Any:
     return (positions == first).astype(x.dtype)
 
 
-def _along_axis(ctx: KernelContext, compute: Callable[[Any, Any, int], Any]) -> KernelRun:
-    """A kernel applying ``compute`` per the opset's axis semantics."""
+_FAST = (np.dtype(np.float32), np.dtype(np.float64))
+#: rows of at most this many elements in all go to numba (its exp is scalar; numpy's is SIMD)
+NUMBA_MAX = 1 << 16
+
+
+def _along_axis(ctx: KernelContext, compute: Callable[[Any, Any, int], Any], fast: str | None = None) -> KernelRun:
+    """A kernel applying ``compute`` per the opset's axis semantics.
+
+    ``fast`` names a numba row kernel of :mod:`ronn_cpu.jit.norm` for float32/float64 inputs
+    normalized along their last axis (or flattened at ``axis``, before opset 13).
+    """
     xp = ctx.xp
     flatten = ctx.opset < 13
     axis = int(ctx.attr("axis", 1 if flatten else -1))
+    kernel: list[Any] = []
+
+    def run_fast(x):
+        if not kernel:
+            kernel.append(getattr(load("norm"), fast))
+        rank = x.ndim
+        along = axis % rank
+        rows = math.prod(x.shape[:along]) if flatten else x.size // x.shape[-1]
+        values = np.ascontiguousarray(x).reshape(rows, -1)
+        y = np.empty_like(values)
+        kernel[0](values, y)
+        return (y.reshape(x.shape),)
 
     def run(x):
         rank = max(x.ndim, 1)
@@ -52,6 +74,11 @@ def _along_axis(ctx: KernelContext, compute: Callable[[Any, Any, int], Any]) -> 
             raise ValueError(f"axis {axis} is out of range for an input of shape {x.shape}")
         if x.size == 0:
             return (xp.empty_like(x),)
+        if (
+            fast is not None and x.dtype in _FAST and x.size <= NUMBA_MAX and xp is np
+            and (flatten or axis % rank == rank - 1)
+        ):  # fmt: skip
+            return run_fast(x)
         with np.errstate(invalid="ignore"):  # all -inf rows give NaN, warning-free
             if flatten:
                 along = axis % rank
@@ -67,13 +94,13 @@ def _along_axis(ctx: KernelContext, compute: Callable[[Any, Any, int], Any]) -> 
 @KERNELS.register("Softmax", since=(1, 11, 13))
 def softmax(ctx: KernelContext) -> KernelRun:
     """Softmax: exp(x - max) normalized to sum to one."""
-    return _along_axis(ctx, _softmax)
+    return _along_axis(ctx, _softmax, "softmax")
 
 
 @KERNELS.register("LogSoftmax", since=(1, 11, 13))
 def log_softmax(ctx: KernelContext) -> KernelRun:
     """LogSoftmax: the log of Softmax, computed stably."""
-    return _along_axis(ctx, _log_softmax)
+    return _along_axis(ctx, _log_softmax, "log_softmax")
 
 
 @KERNELS.register("Hardmax", since=(1, 11, 13))

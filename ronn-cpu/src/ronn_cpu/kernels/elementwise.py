@@ -107,6 +107,7 @@ def _erf_rational(values: Any, xp: Any) -> Any:
 
 
 _BLOCK = 1 << 16  # elements per pass: float64 temporaries stay in cache
+_NUMBA_TANH_MAX = 1 << 16  # above this numpy's vectorised tanh wins
 
 
 def _blockwise_float64(xp: Any, x: Any, fn: Callable[[Any, Any], Any]) -> Any:
@@ -118,10 +119,24 @@ def _blockwise_float64(xp: Any, x: Any, fn: Callable[[Any, Any], Any]) -> Any:
     return out.reshape(x.shape)
 
 
+def _numba_unary(name: str, x: Any) -> Any:
+    """A float32 array through the numba kernel ``name`` of :mod:`ronn_cpu.jit.elementwise`."""
+    from ..jit import load, parallel
+
+    module = load("elementwise")
+    values = np.ascontiguousarray(x)
+    out = np.empty_like(values)
+    fn = getattr(module, name + "_par") if parallel(values.size * 16) else getattr(module, name)
+    fn(values.reshape(-1), out.reshape(-1))
+    return out
+
+
 def _erf(xp: Any, x: Any) -> Any:
     """erf: the rational fit for float32 and narrower, a series/continued fraction for float64."""
     if x.dtype == np.float64:
         return _erf_double(xp, x)
+    if x.dtype == _F32 and xp is np and x.size:
+        return _numba_unary("erf", x)
     return _blockwise_float64(xp, x, _erf_rational)
 
 
@@ -137,6 +152,8 @@ def _gelu_exact(xp: Any, x: Any) -> Any:
     """x * Phi(x) = x / 2 * (1 + erf(x / sqrt(2)))."""
     if x.dtype == np.float64:
         return 0.5 * x * (1 + _erf_double(xp, x * (1 / math.sqrt(2))))
+    if x.dtype == _F32 and xp is np and x.size:
+        return _numba_unary("gelu", x)
     return _blockwise_float64(xp, x, _gelu_block)
 
 
@@ -318,7 +335,13 @@ def _gelu(ctx: KernelContext) -> Fn:
     xp = ctx.xp
     if approximate == "tanh":
         scale = math.sqrt(2 / math.pi)
-        return lambda x: 0.5 * x * (1 + xp.tanh(scale * (x + 0.044715 * x * x * x)))
+
+        def tanh_form(x):
+            if x.dtype == _F32 and xp is np and 0 < x.size <= _NUMBA_TANH_MAX:
+                return _numba_unary("gelu_tanh", x)  # one pass; numba's tanh is scalar
+            return 0.5 * x * (1 + xp.tanh(scale * (x + 0.044715 * x * x * x)))
+
+        return tanh_form
     if approximate != "none":
         raise ctx.fail(f"approximate must be 'none' or 'tanh', not {approximate!r}")
     return lambda x: _gelu_exact(xp, x)
