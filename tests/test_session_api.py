@@ -131,13 +131,16 @@ def test_terminate_from_another_thread_stops_the_run() -> None:
     assert session.run(["v3"], {"v0": np.ones(1, np.float32)}, options)[0][0] == 1
 
 
-def test_fetch_any_intermediate_by_name() -> None:
-    options = ronn.SessionOptions()  # the optimizer fuses c1 (Conv + Relu) away by default
-    options.graph_optimization_level = ronn.GraphOptimizationLevel.ORT_DISABLE_ALL
+@pytest.mark.parametrize("level", [ronn.GraphOptimizationLevel.ORT_DISABLE_ALL, ronn.GraphOptimizationLevel.ORT_ENABLE_ALL])
+def test_fetch_any_intermediate_by_name(level) -> None:
+    options = ronn.SessionOptions()  # at ORT_ENABLE_ALL the optimizer fuses c1 (Conv + Relu) away
+    options.graph_optimization_level = level
     session = ronn.InferenceSession(DEMO_MODEL_PATH, options)
     conv1, logits, probs = session.run(["c1", "logits", "probabilities"], demo_inputs())
     assert conv1.shape == (1, 8, 28, 28)
     np.testing.assert_allclose(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), probs, rtol=1e-5)
+    (probs_again,) = session.run(None, demo_inputs())
+    np.testing.assert_allclose(probs_again, probs, rtol=1e-5)
 
 
 def test_profiling_writes_a_chrome_trace(tmp_path: Path) -> None:

@@ -85,10 +85,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``ronn run``: run a model on given or random inputs."""
     model = args.model or DEMO_MODEL_PATH
     session = ronn.InferenceSession(model, providers=_providers(args.providers))
-    outputs_of_model = {o.name for o in session.get_outputs()}
-    if any(name not in outputs_of_model for name in args.output or ()):
-        # intermediate values: the optimizer may fuse them away, so run the model as stored
-        session = ronn.InferenceSession(model, _unoptimized(), providers=_providers(args.providers))
     feeds = _load_inputs(args.input)
     if args.model is None and not feeds:
         feeds = demo_inputs()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -28,7 +29,13 @@ from .errors import (
 )
 from .functions import inline_functions
 from .ir import MapType, Model, OptionalType, SequenceType, TensorType, ValueInfo, ValueType
-from .options import DISABLE_CPU_FALLBACK, DISABLED_OPTIMIZERS, RunOptions, SessionOptions
+from .options import (
+    DISABLE_CPU_FALLBACK,
+    DISABLED_OPTIMIZERS,
+    GraphOptimizationLevel,
+    RunOptions,
+    SessionOptions,
+)
 from .plugins import PluginHost, get_plugin_host
 from .provider import ExecutionProvider
 from .registry import OptimizerContext
@@ -80,7 +87,7 @@ def _node_arg(info: ValueInfo) -> NodeArg:
 def load_model(source: Any, host: PluginHost, options: dict[str, Any] | None = None) -> Model:
     """Load a model from any source a registered loader accepts."""
     if isinstance(source, Model):
-        return source
+        return copy.deepcopy(source)  # sessions rewrite their model: never the caller's
     loader = host.loaders().find(source)
     if loader is None:
         shown = f"<{len(source)} bytes>" if isinstance(source, (bytes, bytearray)) else repr(source)
@@ -121,6 +128,10 @@ class InferenceSession:
             paths = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
             load_options["weights"] = [os.fspath(p) for p in paths]
         self._model = load_model(source, self._host, load_options)
+        self._source, self._load_options = source, load_options
+        self._stored_values = self._model.graph.defined_names()
+        self._unoptimized: InferenceSession | None = None
+        self._unoptimized_lock = threading.Lock()
         self._model_path = source if isinstance(source, str) else None
         self._apply_initializer_overrides()
         self._provider_names, self._provider_options = self._resolve_provider_names(
@@ -282,19 +293,41 @@ class InferenceSession:
     ) -> list[Any]:
         """Compute ``output_names`` (None: every model output) from ``input_feed``.
 
-        Intermediate values of the main graph can be fetched by name as well: every one with
-        ``ORT_DISABLE_ALL``, else those the graph optimizer kept.
+        Any intermediate value of the main graph can be fetched by name as well; one that the
+        graph optimizer fused away is computed by a twin session that runs the model as stored
+        (built on first need).
         """
         fetches = list(output_names) if output_names else list(self._output_names)
         feeds = self._check_feeds(input_feed)
         for name in fetches:
             if name not in self._known_values:
+                if name in self._stored_values:
+                    # the optimizer fused this value away: run the model as stored
+                    return self._as_stored().run(fetches, input_feed, run_options)
                 raise InvalidInputNameError(
                     f"cannot fetch {name!r}: the model has no value of that name "
                     f"(outputs: {self._output_names})"
                 )
         result = self._run_fn(feeds, fetches, run_options)
         return [result[name] for name in fetches]
+
+    def _as_stored(self) -> InferenceSession:
+        """A twin session without graph optimizations, built on first need, for fetching
+        values the optimizer removed."""
+        with self._unoptimized_lock:
+            if self._unoptimized is None:
+                options = copy.copy(self._sess_options)
+                options.graph_optimization_level = GraphOptimizationLevel.ORT_DISABLE_ALL
+                options.optimized_model_filepath = ""
+                options.enable_profiling = False
+                self._unoptimized = InferenceSession(
+                    self._source,
+                    options,
+                    providers=list(zip(self._provider_names, self._provider_options)),
+                    plugin_host=self._host,
+                    weights=self._load_options.get("weights"),
+                )
+            return self._unoptimized
 
     def _run_plan(
         self, feeds: dict[str, Any], fetches: Sequence[str] | None, run_options: RunOptions | None
