@@ -97,6 +97,8 @@ ACTIVATIONS = [
     ("HardSigmoid", 0.2, 0.5),
     ("HardSwish", 0.0, 0.0),
     ("Tanh", 0.0, 0.0),
+    ("Gelu", 0.0, 0.0),
+    ("GeluTanh", 0.0, 0.0),
 ]
 
 
@@ -115,6 +117,10 @@ def reference_activation(v, activation, alpha, beta):
         return np.clip(v * alpha + beta, 0, 1)
     if activation == "HardSwish":
         return v * np.clip(v / 6 + 0.5, 0, 1)
+    if activation == "Gelu":
+        return 0.5 * v * (1 + np.vectorize(math.erf)(v / math.sqrt(2)))
+    if activation == "GeluTanh":
+        return 0.5 * v * (1 + np.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3)))
     return np.tanh(v)
 
 
@@ -122,6 +128,8 @@ def reference_activation(v, activation, alpha, beta):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 @pytest.mark.parametrize("shape", [(1, 64, 56, 56), (2, 7, 5), (3, 17), (1, 16, 1, 1), (2, 3, 4, 5, 6)])
 def test_epilogue_matches_reference(activation, alpha, beta, dtype, shape):
+    if activation in ("Gelu", "GeluTanh") and math.prod(shape) > 10000:
+        shape = (1, 8, 20, 20)  # the float64 reference is a Python-level erf
     y = (RNG.standard_normal(shape) * 4).astype(dtype)
     bias = RNG.standard_normal(shape[1]).astype(dtype)
     residual = RNG.standard_normal(shape).astype(dtype)
@@ -145,11 +153,12 @@ def test_epilogue_matches_reference(activation, alpha, beta, dtype, shape):
 def test_epilogue_special_values():
     y = np.array([[np.nan, np.inf, -np.inf, -0.0, 0.0, 1e30, -1e30, 3.0]], dtype=np.float32)
     for activation, alpha, beta in ACTIVATIONS:
-        got = epilogue(y.copy(), activation=activation, alpha=alpha, beta=beta)
         with np.errstate(all="ignore"):
+            got = epilogue(y.copy(), activation=activation, alpha=alpha, beta=beta)
             want = epilogue_numpy(y.copy(), activation=activation, alpha=alpha, beta=beta)
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=str(activation))
-        np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=1e-6, err_msg=str(activation))
+        np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=1e-6, atol=1e-6,
+                                   err_msg=str(activation))  # fmt: skip
 
 
 def test_epilogue_broadcast_residual_and_read_only_inputs():
@@ -185,6 +194,8 @@ CONV_CASES = [
     ((2, 4, 20), (4, 1, 5), {"group": 4, "pads": [2, 2], "dilations": [2]}),
     ((1, 3, 5, 5, 5), (4, 3, 3, 3, 3), {"pads": [1] * 6}),
     ((1, 4, 1, 1), (4, 4, 1, 1), {}),
+    ((1, 24, 2, 3), (7, 24, 1, 1), {}),
+    ((1, 9, 3), (5, 9, 1), {}),
     ((1, 3, 6, 6), (2, 3, 3, 3), {"auto_pad": "SAME_LOWER", "strides": [2, 2]}),
     ((1, 3, 7, 6), (2, 3, 3, 3), {"auto_pad": "SAME_UPPER", "dilations": [2, 1]}),
     ((1, 3, 6, 6), (2, 3, 3, 3), {"auto_pad": "VALID"}),
@@ -374,3 +385,289 @@ def test_global_average_pool(shape, dtype):
     want = x.astype(np.float64).mean(axis=tuple(range(2, len(shape))), keepdims=True)
     assert got.dtype == np.dtype(dtype) and got.shape == want.shape
     np.testing.assert_allclose(got.astype(np.float64), want, rtol=_tolerance(dtype) * 10, atol=_tolerance(dtype) * 10)
+
+
+# --- batch normalization ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (3, 4), (1, 6, 11), (1, 64, 56, 56)])
+def test_batch_normalization_matches_reference(dtype, shape):
+    channels = shape[1]
+    x = RNG.standard_normal(shape).astype(dtype)
+    params = [RNG.standard_normal(channels).astype(dtype) for _ in range(3)]
+    var = RNG.uniform(0.5, 2, channels).astype(dtype)
+    scale, bias, mean = params
+    model = _model(
+        [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-3)],
+        [_value("x", dtype)], [_value("y", dtype)],
+        [numpy_helper.from_array(a, n) for a, n in zip((scale, bias, mean, var), "sbmv")],
+    )  # fmt: skip
+    (got,) = _run_ronn(model, {"x": x})
+    stat = (1, -1) + (1,) * (len(shape) - 2)
+    wide = [a.astype(np.float64).reshape(stat) for a in (scale, bias, mean, var)]
+    want = (x.astype(np.float64) - wide[2]) / np.sqrt(wide[3] + 1e-3) * wide[0] + wide[1]
+    assert got.dtype == np.dtype(dtype)
+    tol = max(_tolerance(dtype), 1e-10)  # folded into x * factor + offset: a few ulps of the offset
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=tol * 10, atol=tol * 10)
+
+
+@pytest.mark.parametrize("activation,alpha,beta", ACTIVATIONS)
+def test_batch_norm_kernel_with_activation(activation, alpha, beta):
+    from ronn.ir import Node
+    from ronn.kernel import KernelContext
+
+    from ronn_cpu.kernels._norm import batch_norm_kernel
+
+    x = (RNG.standard_normal((2, 6, 5, 5)) * 3).astype(np.float32)
+    scale, bias, mean = (RNG.standard_normal(6).astype(np.float32) for _ in range(3))
+    var = RNG.uniform(0.5, 2, 6).astype(np.float32)
+    node = Node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], attributes={"epsilon": 1e-5})
+    ctx = KernelContext(node=node, opset=15, xp=np, provider="CPUExecutionProvider",
+                        constant_inputs=[None, scale, bias, mean, var])  # fmt: skip
+    run = batch_norm_kernel(ctx, activation=activation, alpha=alpha, beta=beta)
+    (got,) = run(x, scale, bias, mean, var)[:1]
+    stat = (1, -1, 1, 1)
+    base = (x.astype(np.float64) - mean.reshape(stat)) / np.sqrt(var.reshape(stat) + 1e-5) * scale.reshape(stat)
+    want = reference_activation(base + bias.reshape(stat), activation, alpha, beta)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+# --- transformer kernels --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "a_shape,b_shape",
+    [((2, 7, 64), (64, 48)), ((14, 64), (64, 1000)), ((3, 2, 5, 8), (8, 3)), ((2, 2, 7, 32), (2, 2, 32, 7)),
+     ((5,), (5, 4)), ((4, 5), (5,)), ((1, 0, 3), (3, 2))],
+)  # fmt: skip
+@pytest.mark.parametrize("constant", [True, False])
+def test_matmul_matches_numpy(dtype, a_shape, b_shape, constant):
+    a = RNG.standard_normal(a_shape).astype(dtype)
+    b = RNG.standard_normal(b_shape).astype(dtype)
+    inputs = [_value("a", dtype)] + ([] if constant else [_value("b", dtype)])
+    model = _model([helper.make_node("MatMul", ["a", "b"], ["y"])], inputs, [_value("y", dtype)],
+                   [numpy_helper.from_array(b, "b")] if constant else [])  # fmt: skip
+    session = ronn.InferenceSession(model)
+    for _ in range(2):  # the second run reuses the prepared weight
+        (got,) = session.run(None, {"a": a} if constant else {"a": a, "b": b})
+        want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+        assert got.dtype == np.dtype(dtype) and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=_tolerance(dtype) * 50, atol=_tolerance(dtype) * 50)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(0, 0), (0, 1), (1, 0), (1, 1)])
+@pytest.mark.parametrize("c_shape", [None, (6,), (1, 6), (4, 6), (4, 1), (1,), ()])
+@pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.5, 2.0), (1.0, 0.0)])
+def test_gemm_matches_numpy(trans_a, trans_b, c_shape, alpha, beta):
+    a = RNG.standard_normal((5, 4) if trans_a else (4, 5)).astype(np.float32)
+    b = RNG.standard_normal((6, 5) if trans_b else (5, 6)).astype(np.float32)
+    names = ["a", "b"] + ([] if c_shape is None else ["c"])
+    initializers = [numpy_helper.from_array(b, "b")]
+    if c_shape is not None:
+        c = RNG.standard_normal(c_shape).astype(np.float32)
+        initializers.append(numpy_helper.from_array(c, "c"))
+    node = helper.make_node("Gemm", names, ["y"], transA=trans_a, transB=trans_b, alpha=alpha, beta=beta)
+    model = _model([node], [_value("a", np.float32)], [_value("y", np.float32)], initializers)
+    (got,) = _run_ronn(model, {"a": a})
+    want = alpha * (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+    if c_shape is not None:
+        want = want + beta * c.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    (theirs,) = _run_ort(model, {"a": a})
+    np.testing.assert_allclose(got, theirs, rtol=1e-5, atol=1e-5)
+
+
+def reference_layer_norm(x, scale, bias, axis, epsilon):
+    x = x.astype(np.float64)
+    axes = tuple(range(axis % x.ndim, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + epsilon) * scale
+    return (y if bias is None else y + bias), mean, 1 / np.sqrt(var + epsilon)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape,axis", [((2, 7, 64), -1), ((3, 4, 5), 1), ((6, 10), 0), ((2, 3, 768), -1), ((1, 1), -1)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_layer_normalization(dtype, shape, axis, with_bias):
+    x = (RNG.standard_normal(shape) * 3 + 1).astype(dtype)
+    normalized = shape[axis % len(shape):]
+    scale = RNG.standard_normal(normalized).astype(dtype)
+    bias = RNG.standard_normal(normalized).astype(dtype) if with_bias else None
+    names = ["x", "s"] + (["b"] if with_bias else [])
+    initializers = [numpy_helper.from_array(scale, "s")] + ([numpy_helper.from_array(bias, "b")] if with_bias else [])
+    node = helper.make_node("LayerNormalization", names, ["y", "mean", "inv"], axis=axis, epsilon=1e-5)
+    outputs = [_value("y", dtype), _value("mean", np.float32), _value("inv", np.float32)]
+    model = _model([node], [_value("x", dtype)], outputs, initializers)
+    got, mean, inv = _run_ronn(model, {"x": x})
+    want, want_mean, want_inv = reference_layer_norm(x, scale.astype(np.float64),
+                                                     None if bias is None else bias.astype(np.float64), axis, 1e-5)
+    tol = max(_tolerance(dtype), 1e-6) * 20
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(inv, want_inv, rtol=1e-4, atol=1e-5)
+
+
+def test_layer_normalization_broadcast_scale_takes_the_reference_path():
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    scale = RNG.standard_normal((1, 4)).astype(np.float32)  # broadcasts over the last axis
+    model = _model([helper.make_node("LayerNormalization", ["x", "s"], ["y"], axis=-2)], [_value("x", np.float32)],
+                   [_value("y", np.float32)], [numpy_helper.from_array(scale, "s")])  # fmt: skip
+    (got,) = _run_ronn(model, {"x": x})
+    want, _, _ = reference_layer_norm(x, scale.astype(np.float64), None, -2, 1e-5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape,axis,opset", [((2, 2, 7, 7), -1, 13), ((3, 5), 1, 11), ((2, 3, 4), 1, 11),
+                                              ((2, 3, 4), 1, 13), ((2, 300, 300), -1, 13), ((4, 1), -1, 13)])
+def test_softmax(op, dtype, shape, axis, opset):
+    x = (RNG.standard_normal(shape) * 5).astype(dtype)
+    model = _model([helper.make_node(op, ["x"], ["y"], axis=axis)], [_value("x", dtype)], [_value("y", dtype)],
+                   opset=opset)  # fmt: skip
+    (got,) = _run_ronn(model, {"x": x})
+    wide = x.astype(np.float64)
+    if opset < 13:
+        rows = wide.reshape(math.prod(shape[: axis % len(shape)]), -1)
+        shifted = rows - rows.max(axis=1, keepdims=True)
+        log = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        log = log.reshape(shape)
+    else:
+        shifted = wide - wide.max(axis=axis, keepdims=True)
+        log = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    want = log if op == "LogSoftmax" else np.exp(log)
+    tol = _tolerance(dtype) * 50
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=tol, atol=tol)
+
+
+def test_softmax_special_rows():
+    x = np.array([[1.0, np.nan, 2.0], [-np.inf, -np.inf, -np.inf], [np.inf, 1.0, 0.0], [3.0, 3.0, 3.0]], np.float32)
+    for op in ("Softmax", "LogSoftmax"):
+        model = _model([helper.make_node(op, ["x"], ["y"], axis=-1)], [_value("x", np.float32)],
+                       [_value("y", np.float32)])  # fmt: skip
+        (got,) = _run_ronn(model, {"x": x})
+        (want,) = _run_ort(model, {"x": x})
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=op)
+        np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=1e-6, err_msg=op)
+
+
+@pytest.mark.parametrize("op,attrs", [("Erf", {}), ("Gelu", {}), ("Gelu", {"approximate": "tanh"}), ("Tanh", {})])
+@pytest.mark.parametrize("size", [1, 100, 5000, 300000])
+def test_unary_float32_kernels(op, attrs, size):
+    x = np.concatenate([RNG.standard_normal(size) * 4, [0.0, -0.0, 10.0, -10.0, np.inf, -np.inf, np.nan]])
+    x = x.astype(np.float32)[: max(size, 7)]
+    opset = 20 if op == "Gelu" else 17
+    model = _model([helper.make_node(op, ["x"], ["y"], **attrs)], [_value("x", np.float32)],
+                   [_value("y", np.float32)], opset=opset)  # fmt: skip
+    (got,) = _run_ronn(model, {"x": x})
+    v = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        if op == "Erf":
+            want = np.vectorize(math.erf)(v)
+        elif op == "Tanh":
+            want = np.tanh(v)
+        elif attrs:
+            want = reference_activation(v, "GeluTanh", 0, 0)
+        else:
+            want = reference_activation(v, "Gelu", 0, 0)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=2e-6, atol=2e-7)
+
+
+def test_pointwise_fits_agree_with_the_numpy_kernels():
+    from ronn_cpu.jit import load
+    from ronn_cpu.kernels import elementwise
+
+    module = load("epilogue")
+    assert module.ERF_P == elementwise._ERF_P and module.ERF_Q == elementwise._ERF_Q
+
+
+# --- threads --------------------------------------------------------------------------------
+
+
+def test_intra_op_num_threads_provider_option():
+    import ronn_cpu.jit as jit
+    from ronn.errors import ProviderError
+
+    from ronn_cpu.provider import CPUExecutionProvider
+
+    before = jit.THREADS
+    try:
+        provider = CPUExecutionProvider({"intra_op_num_threads": "1"})
+        assert provider.intra_op_num_threads == 1 and jit.THREADS == 1
+        assert not jit.parallel(1 << 30)
+        x = RNG.standard_normal((1, 4, 8, 8)).astype(np.float32)
+        w = RNG.standard_normal((4, 4, 3, 3)).astype(np.float32)
+        model = _conv_model(np.float32, {"pads": [1, 1, 1, 1]}, False, True, w, None)
+        session = ronn.InferenceSession(model, providers=[("CPUExecutionProvider", {"intra_op_num_threads": "1"})])
+        (got,) = session.run(None, {"x": x})
+        np.testing.assert_allclose(got, reference_conv(x, w, None, [1, 1], [1] * 4, [1, 1], 1), rtol=1e-4, atol=1e-4)
+        assert CPUExecutionProvider({"intra_op_num_threads": "0"}).intra_op_num_threads == 0
+        with pytest.raises(ProviderError):
+            CPUExecutionProvider({"intra_op_num_threads": "-2"})
+        with pytest.raises(ProviderError):
+            CPUExecutionProvider({"intra_op_num_threads": "two"})
+    finally:
+        jit.set_threads(before if before != jit.cores() else 0)
+
+
+# --- binary arithmetic -------------------------------------------------------------------------
+
+BINARY_SHAPES = [
+    ((2, 7, 64), (2, 7, 64)), ((2, 7, 64), (64,)), ((64,), (2, 7, 64)), ((2, 7, 64), ()), ((), (3, 4)),
+    ((2, 7, 64), (1, 1, 64)), ((1, 64), (7, 64)), ((2, 2, 7, 7), (2, 1, 1, 7)), ((7, 1), (7, 64)),
+    ((3, 1), (1, 4)), ((5,), (1, 2, 5)), ((1,), (1,)), ((4, 0), (4, 0)), ((300, 300), (300,)),
+]
+
+
+@pytest.mark.parametrize("op,ufunc", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)])
+@pytest.mark.parametrize("a_shape,b_shape", BINARY_SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_binary_float_ops(op, ufunc, a_shape, b_shape, dtype):
+    a = RNG.standard_normal(a_shape).astype(dtype)
+    b = RNG.standard_normal(b_shape).astype(dtype)
+    model = _model([helper.make_node(op, ["a", "b"], ["y"])], [_value("a", dtype), _value("b", dtype)],
+                   [_value("y", dtype)])  # fmt: skip
+    (got,) = _run_ronn(model, {"a": a, "b": b})
+    want = ufunc(a, b)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=_tolerance(dtype), atol=0)
+
+
+def test_binary_special_values_raise_no_warnings():
+    import warnings
+
+    a = np.array([1.0, -1.0, 0.0, np.inf, np.nan, 3e38], np.float32)
+    b = np.array([0.0, 0.0, 0.0, np.inf, 1.0, 3e38], np.float32)
+    for op, ufunc in [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)]:
+        model = _model([helper.make_node(op, ["a", "b"], ["y"])], [_value("a", np.float32), _value("b", np.float32)],
+                       [_value("y", np.float32)])  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            (got,) = _run_ronn(model, {"a": a, "b": b})
+        with np.errstate(all="ignore"):
+            want = ufunc(a, b)
+        np.testing.assert_array_equal(got, want, err_msg=op)
+
+
+@pytest.mark.parametrize("positions", [4, 36])
+def test_small_pointwise_gemm_ignores_what_the_output_held(positions):
+    """The small 1x1-convolution GEMMs write every output: stale NaNs in a reused buffer never leak."""
+    from ronn_cpu.jit import load
+
+    module = load("conv")
+    kernel = module.gemm_small if positions >= 8 else module.gemm_small_dot
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((5, 7)).astype(np.float32)
+    x = rng.standard_normal((7, positions)).astype(np.float32)
+    for shift in (np.zeros(5, np.float32), rng.standard_normal(5).astype(np.float32)):
+        y = np.full((5, positions), np.nan, np.float32)
+        kernel(w, x, y, shift)
+        np.testing.assert_allclose(y, w.astype(np.float64) @ x + shift[:, None], rtol=1e-5, atol=1e-5)

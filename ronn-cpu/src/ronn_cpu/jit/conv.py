@@ -1,7 +1,7 @@
 """Convolution helpers: im2col for the GEMM path, direct depthwise convolutions.
 
-All work on one image at a time in NCHW: ``x`` is (C, H, W) C-contiguous. Each has a serial
-function and a ``_par`` variant that splits channels over numba's threads.
+All work on one image at a time in NCHW: ``x`` is (C, H, W) C-contiguous. The depthwise
+kernel has a ``_par`` variant that splits channels over numba's threads.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ _PAR = dict(_OPTS, parallel=True)
 
 
 @njit(inline="always")
-def _first_inside(offset, stride):
-    """The first output index o >= 0 with o * stride + offset >= 0."""
+def _first_inside(offset, stride, count):
+    """The first output index o >= 0 with o * stride + offset >= 0, at most ``count``."""
     if offset >= 0:
         return 0
-    return (-offset + stride - 1) // stride
+    first = (-offset + stride - 1) // stride
+    return first if first < count else count
 
 
 @njit(inline="always")
@@ -66,11 +67,15 @@ def _split_pairs(src, even, odd, pad):
 
 
 @njit(inline="always")
-def _im2col_channels(x, cols, c0, c1, kh, kw, sh, sw, dh, dw, ph, pw, oh_count, ow_count):
-    """Rows ``(c, i, j)`` of cols (C*kh*kw, OH*OW) for channels c0..c1 of x (C, H, W)."""
+def _im2col_channels(x, cols, c0, c1, kh, kw, sh, sw, dh, dw, ph, pw, oh_count, ow_count, oh0, oh1):
+    """Rows ``(c, i, j)`` of cols (C*kh*kw, (oh1 - oh0) * OW) for channels c0..c1 of x
+    (C, H, W): the taps of output rows oh0..oh1 of OH."""
     height = x.shape[1]
     width = x.shape[2]
-    positions = oh_count * ow_count
+    positions = (oh1 - oh0) * ow_count
+    # the input rows output rows oh0..oh1 read
+    ih_first = max(0, oh0 * sh - ph)
+    ih_stop = min(height, (oh1 - 1) * sh + (kh - 1) * dh - ph + 1)
     # stride 1 with OW == W: the valid rows of one tap are one run of the input plane
     runs = sh == 1 and sw == 1 and ow_count == width
     # strided columns: per channel, the zero-padded columns split by phase (column q of phase
@@ -81,13 +86,13 @@ def _im2col_channels(x, cols, c0, c1, kh, kw, sh, sw, dh, dw, ph, pw, oh_count, 
         plane = x[c]
         flat = plane.reshape(-1)
         if sw == 2:
-            for ih in range(height):
+            for ih in range(ih_first, ih_stop):
                 _split_pairs(plane[ih], phases[0, ih], phases[1, ih], pw)
         elif sw > 1:
             for b in range(sw):
-                lo = _first_inside(b - pw, sw)
+                lo = _first_inside(b - pw, sw, pitch)
                 hi = max(lo, _end_inside(b - pw, sw, width, pitch))
-                for ih in range(height):
+                for ih in range(ih_first, ih_stop):
                     line = phases[b, ih]
                     for q in range(lo):
                         line[q] = 0
@@ -100,18 +105,18 @@ def _im2col_channels(x, cols, c0, c1, kh, kw, sh, sw, dh, dw, ph, pw, oh_count, 
                         body[q] = src[q]
         for i in range(kh):
             # output rows whose input row is inside the image
-            oh_lo = _first_inside(i * dh - ph, sh)
-            oh_hi = max(oh_lo, _end_inside(i * dh - ph, sh, height, oh_count))
+            oh_lo = min(oh1, max(oh0, _first_inside(i * dh - ph, sh, oh_count)))
+            oh_hi = max(oh_lo, min(oh1, _end_inside(i * dh - ph, sh, height, oh_count)))
             for j in range(kw):
                 row = cols[(c * kh + i) * kw + j]
                 offset = j * dw - pw
-                lo = _first_inside(offset, sw)
+                lo = _first_inside(offset, sw, ow_count)
                 hi = max(lo, _end_inside(offset, sw, width, ow_count))
-                head = row[: oh_lo * ow_count]
-                for k in range(oh_lo * ow_count):
+                head = row[: (oh_lo - oh0) * ow_count]
+                for k in range((oh_lo - oh0) * ow_count):
                     head[k] = 0
-                tail = row[oh_hi * ow_count :]
-                for k in range(positions - oh_hi * ow_count):
+                tail = row[(oh_hi - oh0) * ow_count :]
+                for k in range(positions - (oh_hi - oh0) * ow_count):
                     tail[k] = 0
                 if oh_hi == oh_lo:
                     continue
@@ -122,12 +127,12 @@ def _im2col_channels(x, cols, c0, c1, kh, kw, sh, sw, dh, dw, ph, pw, oh_count, 
                     count = (oh_hi - oh_lo) * width
                     a = -start if start < 0 else 0
                     b = min(count, flat.size - start)
-                    target = row[oh_lo * width + a : oh_lo * width + b]
+                    target = row[(oh_lo - oh0) * width + a : (oh_lo - oh0) * width + b]
                     source = flat[start + a : start + b]
                     for k in range(b - a):
                         target[k] = source[k]
                     if lo > 0 or hi < ow_count:
-                        for oh in range(oh_lo, oh_hi):
+                        for oh in range(oh_lo - oh0, oh_hi - oh0):
                             line = row[oh * width : (oh + 1) * width]
                             for o in range(lo):
                                 line[o] = 0
@@ -141,14 +146,14 @@ def _im2col_channels(x, cols, c0, c1, kh, kw, sh, sw, dh, dw, ph, pw, oh_count, 
                     q0 = (j * dw) // sw
                     for oh in range(oh_lo, oh_hi):
                         ih = oh * sh + i * dh - ph
-                        out = row[oh * ow_count : (oh + 1) * ow_count]
+                        out = row[(oh - oh0) * ow_count : (oh - oh0 + 1) * ow_count]
                         src = phase[ih, q0 : q0 + ow_count]
                         for o in range(ow_count):
                             out[o] = src[o]
                     continue
                 for oh in range(oh_lo, oh_hi):
                     ih = oh * sh + i * dh - ph
-                    out = row[oh * ow_count : (oh + 1) * ow_count]
+                    out = row[(oh - oh0) * ow_count : (oh - oh0 + 1) * ow_count]
                     for o in range(lo):
                         out[o] = 0
                     end = out[hi:]
@@ -161,16 +166,11 @@ def _im2col_channels(x, cols, c0, c1, kh, kw, sh, sw, dh, dw, ph, pw, oh_count, 
 
 
 @njit(**_OPTS)
-def im2col(x, cols, kh, kw, sh, sw, dh, dw, ph, pw, oh_count, ow_count):
-    """Fill ``cols`` (C*kh*kw, OH*OW) with the taps of ``x`` (C, H, W); pads read zero."""
-    _im2col_channels(x, cols, 0, x.shape[0], kh, kw, sh, sw, dh, dw, ph, pw, oh_count, ow_count)
-
-
-@njit(**_PAR)
-def im2col_par(x, cols, kh, kw, sh, sw, dh, dw, ph, pw, oh_count, ow_count):
-    channels = x.shape[0]
-    for c in prange(channels):
-        _im2col_channels(x, cols, c, c + 1, kh, kw, sh, sw, dh, dw, ph, pw, oh_count, ow_count)
+def im2col_rows(x, cols, kh, kw, sh, sw, dh, dw, ph, pw, oh_count, ow_count, oh0, oh1):
+    """Fill ``cols`` (C*kh*kw, (oh1 - oh0) * OW) with the taps of output rows oh0..oh1 of
+    ``x`` (C, H, W) convolved into (OH, OW); pads read zero. (Serial only: it runs at memory
+    speed, a second thread gains nothing.)"""
+    _im2col_channels(x, cols, 0, x.shape[0], kh, kw, sh, sw, dh, dw, ph, pw, oh_count, ow_count, oh0, oh1)
 
 
 @njit(inline="always")
@@ -207,7 +207,7 @@ def _depthwise_phases(x, w, bias, y, c0, c1, sh, sw, dh, dw, ph, pw):
                         continue
                     src = plane[ih]
                     # columns q with 0 <= q*sw + b - pw < width
-                    lo = _first_inside(b - pw, sw)
+                    lo = _first_inside(b - pw, sw, pitch)
                     hi = max(lo, _end_inside(b - pw, sw, width, pitch))
                     for q in range(lo):
                         line[q] = 0
@@ -335,3 +335,44 @@ def depthwise_small(x, w, bias, y, sh, sw, dh, dw, ph, pw):
         out = flat_y[c]
         for p in range(oh_count * ow_count):
             out[p] = yt[p, c]
+
+
+@njit(**dict(_OPTS, fastmath={"contract"}))
+def gemm_small(w, x, y, shift):
+    """y (M, P) = w (M, K) @ x (K, P) (+ shift per row): a 1x1 convolution too small for BLAS
+    to pay for its call, with 8 or more positions: rows accumulate multiply-adds over P."""
+    rows = w.shape[0]
+    depth = w.shape[1]
+    positions = x.shape[1]
+    for m in range(rows):
+        out = y[m]
+        b = shift[m]  # zeros when there is no shift (never a product: 0 * inf is NaN)
+        for p in range(positions):
+            out[p] = b
+        weights = w[m]
+        for k in range(depth):
+            wk = weights[k]
+            src = x[k]
+            for p in range(positions):
+                out[p] += wk * src[p]
+
+
+@njit(**dict(_OPTS, fastmath={"reassoc", "contract"}))
+def gemm_small_dot(w, x, y, shift):
+    """``gemm_small`` for fewer than 8 positions: one dot product per output over K (the sum
+    may be reassociated, so it vectorises)."""
+    rows = w.shape[0]
+    depth = w.shape[1]
+    positions = x.shape[1]
+    columns = np.empty((positions, depth), x.dtype)
+    for k in range(depth):
+        for p in range(positions):
+            columns[p, k] = x[k, p]
+    for m in range(rows):
+        weights = w[m]
+        for p in range(positions):
+            column = columns[p]
+            acc = shift[m]  # zeros when there is no shift
+            for k in range(depth):
+                acc += weights[k] * column[k]
+            y[m, p] = acc

@@ -184,6 +184,10 @@ def _add_bias(y: Any, bias: Any) -> Any:
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _scratch = threading.local()
+#: 1x1 convolutions of at most this many multiply-adds (one image) run in numba, not BLAS
+_SMALL_GEMM = 1 << 16
+#: bytes of im2col columns built at a time (a band of output rows): about the L2 cache
+_COLUMNS_BUDGET = 1 << 20
 
 
 def scratch(size: int, dtype: np.dtype) -> np.ndarray:
@@ -425,6 +429,16 @@ class FastConv:
         group = self.attrs.group
         cg, mg = channels // group, out_channels // group
         matmul = np.matmul
+        if n == 1 and group == 1 and not subsample and out_channels * channels * positions <= _SMALL_GEMM:
+            small = _jit_conv().gemm_small if positions >= 8 else _jit_conv().gemm_small_dot
+            zeros = np.zeros(out_channels, compute_dtype(x.dtype))
+
+            def execute_small(values: np.ndarray, weight: np.ndarray, shift: Any, y: np.ndarray) -> bool:
+                small(weight.reshape(out_channels, channels), values.reshape(channels, positions),
+                      y.reshape(out_channels, positions), zeros if shift is None else shift)  # fmt: skip
+                return True
+
+            return execute_small
 
         def execute(values: np.ndarray, weight: np.ndarray, shift: Any, y: np.ndarray) -> bool:
             if subsample:
@@ -483,8 +497,28 @@ class FastConv:
         positions = oh * ow
         rows = cg * kh * kw
         planes = (n, group, cg) + ((1,) + x.shape[2:] if x.ndim == 3 else x.shape[2:])
-        fn = module.im2col_par if parallel(rows * positions * 4) and (sh, sw) != (1, 1) else module.im2col
+        fill = module.im2col_rows
         matmul = np.matmul
+        # a large column matrix is built and multiplied a band of output rows at a time, so it
+        # stays in cache between im2col writing it and the GEMM reading it
+        band = max(1, _COLUMNS_BUDGET // (rows * ow * work.itemsize))
+        if band < oh:
+            bands = [(start, min(oh, start + band)) for start in range(0, oh, band)]
+
+            def execute_bands(values: np.ndarray, weight: np.ndarray, shift: Any, y: np.ndarray) -> bool:
+                x5 = values.reshape(planes)
+                y4 = y.reshape(n, group, mg, positions)
+                w3 = weight.reshape(group, mg, rows)
+                for image in range(n):
+                    for g in range(group):
+                        for start, stop in bands:
+                            count = (stop - start) * ow
+                            cols = scratch(rows * count, work).reshape(rows, count)
+                            fill(x5[image, g], cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, start, stop)
+                            matmul(w3[g], cols, out=y4[image, g, :, start * ow : stop * ow])
+                return False
+
+            return execute_bands
 
         def execute(values: np.ndarray, weight: np.ndarray, shift: Any, y: np.ndarray) -> bool:
             cols = scratch(rows * positions, work).reshape(rows, positions)
@@ -493,7 +527,7 @@ class FastConv:
             w3 = weight.reshape(group, mg, rows)
             for image in range(n):
                 for g in range(group):
-                    fn(x5[image, g], cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow)
+                    fill(x5[image, g], cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, 0, oh)
                     matmul(w3[g], cols, out=y4[image, g])
             return False
 

@@ -14,7 +14,10 @@ import numpy as np
 
 from ..jit import parallel
 
-ACTIVATIONS = (None, "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh")
+#: Gelu is the exact (erf) form, GeluTanh the tanh approximation
+ACTIVATIONS = (
+    None, "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "GeluTanh",
+)  # fmt: skip
 
 
 def _activate_numpy(y: np.ndarray, activation: str | None, alpha: float, beta: float) -> np.ndarray:
@@ -47,6 +50,10 @@ def _activate_numpy(y: np.ndarray, activation: str | None, alpha: float, beta: f
         return y
     if activation == "Tanh":
         return np.tanh(y, out=y)
+    if activation in ("Gelu", "GeluTanh"):
+        from .elementwise import gelu_values
+
+        return gelu_values(y, activation == "GeluTanh")
     raise ValueError(f"unsupported epilogue activation {activation!r}")
 
 
@@ -74,11 +81,14 @@ def epilogue_numpy(
         return _activate_numpy(y, activation, alpha, beta)
 
 
-_FAST = (np.dtype(np.float32), np.dtype(np.float64))
+_F32 = np.dtype(np.float32)
+_FAST = (_F32, np.dtype(np.float64))
 _constants: dict[tuple[int, np.dtype], tuple[np.ndarray, np.ndarray]] = {}
 _params: dict[tuple[np.dtype, float, float], np.ndarray] = {}
 _module: Any = None  # ronn_cpu.jit.epilogue, once loaded
-_COSTLY = ("Sigmoid", "Tanh")  # activations calling exp/tanh: worth a second thread sooner
+_COSTLY = ("Sigmoid", "Tanh", "Gelu", "GeluTanh")  # more math per element: a second thread pays sooner
+#: in float64 these run as numpy passes (the numba fits are float32-accurate)
+_FLOAT32_ONLY = ("Tanh", "Gelu", "GeluTanh")
 
 
 def _jit() -> Any:
@@ -127,22 +137,24 @@ def affine(
     (``dst`` may be ``src``); ``scale``/``shift``: contiguous 1-D arrays of that dtype with one
     value per channel, or None. The caller checks these; :func:`epilogue` is the checked entry.
     """
-    if src.size == 0:
+    size = src.size
+    if size == 0:
         return dst
     dtype = src.dtype
+    entry = _entries.get((activation, alpha, beta, dtype))
+    if entry is None:
+        entry = _entry(activation, alpha, beta, dtype)
+    bias_serial, bias_wide, affine_serial, affine_wide, constants, costly = entry
     channels = src.shape[1] if src.ndim >= 2 else 1
-    inner = src.size // (src.shape[0] * channels) if src.ndim >= 2 else src.size
-    module = _module or _jit()
-    kind = module.KINDS[activation]
-    wide = parallel(src.size * 16 if activation in _COSTLY else src.size)
-    has_res = residual is not None
+    inner = size // (src.shape[0] * channels) if src.ndim >= 2 else size
+    wide = size >= _WIDE_AT and parallel(size * 16 if costly else size)
     flat = dst.reshape(-1)
+    has_res = residual is not None
     res = residual.reshape(-1) if has_res else flat
-    constants = kernel_params(dtype, alpha, beta)
     if src is dst and scale is None:
         if shift is None:
             shift = unit_scale(channels, dtype)[1]
-        (module.BIAS_PAR if wide else module.BIAS)[kind](flat, shift, res, has_res, channels, inner, constants)
+        (bias_wide if wide else bias_serial)(flat, shift, res, has_res, channels, inner, constants)
         return dst
     if scale is None or shift is None:
         ones, zeros = unit_scale(channels, dtype)
@@ -150,10 +162,28 @@ def affine(
         shift = zeros if shift is None else shift
     if src is dst:  # the loops only vectorise over distinct arrays
         src = src.copy()
-    (module.AFFINE_PAR if wide else module.AFFINE)[kind](
-        src.reshape(-1), flat, scale, shift, res, has_res, channels, inner, constants
-    )
+    kernel = affine_wide if wide else affine_serial
+    kernel(src.reshape(-1), flat, scale, shift, res, has_res, channels, inner, constants)
     return dst
+
+
+#: (activation, alpha, beta, dtype) -> the kernels and constants ``affine`` calls
+_entries: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+#: below this size no variant runs in parallel (saves asking)
+_WIDE_AT = 1 << 16
+
+
+def _entry(activation: str | None, alpha: float, beta: float, dtype: np.dtype) -> tuple[Any, ...]:
+    module = _module or _jit()
+    kind = module.KINDS[activation]
+    entry = (
+        module.BIAS[kind], module.BIAS_PAR[kind], module.AFFINE[kind], module.AFFINE_PAR[kind],
+        kernel_params(dtype, alpha, beta), activation in _COSTLY,
+    )  # fmt: skip
+    if len(_entries) > 256:
+        _entries.clear()
+    _entries[(activation, alpha, beta, dtype)] = entry
+    return entry
 
 
 def _per_channel(value: Any, channels: int, dtype: np.dtype) -> np.ndarray | None:
@@ -181,11 +211,19 @@ def epilogue(
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unsupported epilogue activation {activation!r}")
-    if bias is None and residual is None and activation is None:
-        return y
+    if activation is None and residual is None:
+        if bias is None:
+            return y
+        if (
+            y.ndim == 2 and bias.__class__ is np.ndarray and bias.shape == (y.shape[1],) and bias.dtype == y.dtype
+            and y.flags.writeable
+        ):  # fmt: skip
+            # a bias alone over columns: numpy's in-place add is one pass, and cheaper to call
+            y += bias
+            return y
     dtype = y.dtype
     if (
-        dtype in _FAST
+        (dtype == _F32 or dtype in _FAST and activation not in _FLOAT32_ONLY)
         and y.ndim >= 2
         and y.size
         and y.flags.c_contiguous

@@ -63,8 +63,9 @@ def gemm(ctx: KernelContext) -> KernelRun:
     if xp is np:
         # B keeps its layout: with transB each output column is one contiguous dot product, so
         # equal columns give equal outputs (as in onnxruntime), which a later Softmax can need
-        weights = _Prepared(lambda b: np.ascontiguousarray(widen(b)).T if trans_b else np.ascontiguousarray(widen(b)),
-                            ctx.constant(1))  # fmt: skip
+        weights = _Prepared(
+            lambda b: np.ascontiguousarray(widen(b)).T if trans_b else np.ascontiguousarray(widen(b)), ctx.constant(1)
+        )
     else:
         weights = derived(ctx, 1, lambda b: widen(b).T if trans_b else widen(b))
     columns = _Prepared(lambda c: np.ascontiguousarray(widen(c).reshape(-1) * c.dtype.type(beta)))
@@ -75,7 +76,8 @@ def gemm(ctx: KernelContext) -> KernelRun:
         left = widen(a).T if trans_a else widen(a)
         product = xp.matmul(left, weights(b))
         if (
-            c is not None and xp is np and product.dtype in _FAST and product.dtype == a.dtype == c.dtype and beta != 0
+            c is not None and xp is np and product.dtype in _FAST and product.dtype == a.dtype == c.dtype
+            and beta != 0
             and product.ndim == 2 and c.size in (product.shape[1], 1) and c.ndim <= 2
             and (c.ndim < 2 or c.shape[0] == 1) and product.size
         ):  # fmt: skip
@@ -104,18 +106,17 @@ def matmul(ctx: KernelContext) -> KernelRun:
     (widened, C-contiguous) once.
     """
     xp = ctx.xp
-    if xp is not np:
-        weights = derived(ctx, 1, widen)
-    else:
-        weights = _Prepared(lambda b: np.ascontiguousarray(widen(b)), ctx.constant(1))
+    weights = _Prepared((lambda b: np.ascontiguousarray(widen(b))) if xp is np else widen, ctx.constant(1))
+
+    matmul_ = np.matmul
 
     def run(a, b):
-        w = weights(b)
-        if xp is np and a.ndim > 2 and w.ndim == 2 and a.dtype in _FAST and w.dtype == a.dtype:
-            rows = np.ascontiguousarray(a).reshape(-1, a.shape[-1])
-            if rows.shape[1] != w.shape[0]:
-                raise ValueError(f"MatMul shapes {a.shape} and {b.shape} do not match")
-            return (np.matmul(rows, w).reshape(a.shape[:-1] + (w.shape[1],)),)
+        w = weights.value if b is weights.source else weights(b)
+        if a.ndim > 2 and w.ndim == 2 and a.dtype == w.dtype and a.dtype in _FAST and xp is np:
+            shape = a.shape
+            if shape[-1] != w.shape[0]:
+                raise ValueError(f"MatMul shapes {shape} and {b.shape} do not match")
+            return (matmul_(a.reshape(-1, shape[-1]), w).reshape(shape[:-1] + (w.shape[1],)),)
         y = xp.matmul(widen(a), w)
         return (xp.asarray(y).astype(a.dtype, copy=False),)
 

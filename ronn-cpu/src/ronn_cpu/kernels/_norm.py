@@ -65,6 +65,23 @@ def _moments(xp: Any, x: Any, axes: tuple[int, ...]) -> tuple[Any, Any, Any]:
 @KERNELS.register("BatchNormalization", since=(1, 6, 7, 9, 14, 15))
 def batch_normalization(ctx: KernelContext) -> KernelRun:
     """BatchNormalization: running statistics for inference, batch statistics in training."""
+    return batch_norm_kernel(ctx)
+
+
+def batch_norm_kernel(
+    ctx: KernelContext, *, activation: str | None = None, alpha: float = 0.01, beta: float = 0.0
+) -> KernelRun:
+    """BatchNormalization's kernel, with an optional activation fused into inference.
+
+    For fused operators: in inference, ``activation(BatchNormalization(x))`` is one numba pass
+    over x (float32/float64) with the per-channel factor and offset folded once while the
+    statistics inputs stay the same arrays (initializers). ``activation`` and its
+    ``alpha``/``beta`` are those of :func:`ronn_cpu.kernels._epilogue.epilogue`.
+    """
+    from ._epilogue import ACTIVATIONS, epilogue_numpy
+
+    if activation not in ACTIVATIONS:
+        raise ctx.fail(f"unsupported fused activation {activation!r}")
     xp = ctx.xp
     epsilon = float(ctx.attr("epsilon", 1e-5))
     momentum = float(ctx.attr("momentum", 0.9))
@@ -102,7 +119,11 @@ def batch_normalization(ctx: KernelContext) -> KernelRun:
 
             factor, offset = fold(scale, bias, mean, var, x.dtype)
             y = np.empty(x.shape, x.dtype)
-            affine(np.ascontiguousarray(x), y, factor, offset)
+            if x.dtype == np.float64 and activation in ("Tanh", "Gelu", "GeluTanh"):
+                affine(np.ascontiguousarray(x), y, factor, offset)  # float64: exact activation after
+                y = epilogue_numpy(y, activation=activation, alpha=alpha, beta=beta)
+            else:
+                affine(np.ascontiguousarray(x), y, factor, offset, activation=activation, alpha=alpha, beta=beta)
             return (y,) + (None,) * (ctx.num_outputs - 1)
         work = compute_dtype(x.dtype)
         values = x.astype(work, copy=False)
@@ -118,6 +139,8 @@ def batch_normalization(ctx: KernelContext) -> KernelRun:
         offset = _channel_param(bias, ndim, work) - centre * factor
         y = values * factor
         y += offset
+        if activation is not None:
+            y = epilogue_numpy(y, activation=activation, alpha=alpha, beta=beta)
         y = y.astype(x.dtype, copy=False)
         if not training:
             return (y,) + (None,) * (ctx.num_outputs - 1)

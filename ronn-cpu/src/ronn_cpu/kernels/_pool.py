@@ -366,18 +366,27 @@ def _spatial_axes(x: Any) -> tuple[int, ...]:
     return tuple(range(2, x.ndim))
 
 
+_means: Any = None  # ronn_cpu.jit.pool.plane_means once loaded
+
+
+def _load_means() -> Any:
+    global _means
+    _means = load("pool").plane_means
+    return _means
+
+
 @KERNELS.register("GlobalAveragePool", since=(1, 22))
 def global_average_pool(ctx: KernelContext) -> KernelRun:
     """GlobalAveragePool: the mean over every spatial axis."""
     xp = ctx.xp
 
     def run(x):
-        if x.dtype in _FAST_DTYPES and x.ndim >= 3 and x.size:
+        if x.dtype in _FAST_DTYPES and x.ndim >= 3 and x.size and xp is np:
             # one contiguous reduction per (n, c) plane
-            planes = np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
-            y = np.add.reduce(planes, axis=2)
-            y /= x.dtype.type(planes.shape[2])
-            return (y.reshape(x.shape[:2] + (1,) * (x.ndim - 2)),)
+            planes = x.reshape(x.shape[0] * x.shape[1], -1)
+            y = np.empty(x.shape[:2] + (1,) * (x.ndim - 2), x.dtype)
+            (_means or _load_means())(planes, y.reshape(-1))
+            return (y,)
         return (xp.mean(widen(x), axis=_spatial_axes(x), keepdims=True).astype(x.dtype, copy=False),)
 
     return run

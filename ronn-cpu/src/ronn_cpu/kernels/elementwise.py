@@ -15,6 +15,7 @@ import numpy as np
 
 from ronn.kernel import KernelContext, KernelRun, KernelTable
 
+from ..jit import parallel
 from . import _cast, _quantize
 
 KERNELS = KernelTable()
@@ -107,7 +108,6 @@ def _erf_rational(values: Any, xp: Any) -> Any:
 
 
 _BLOCK = 1 << 16  # elements per pass: float64 temporaries stay in cache
-_NUMBA_TANH_MAX = 1 << 16  # above this numpy's vectorised tanh wins
 
 
 def _blockwise_float64(xp: Any, x: Any, fn: Callable[[Any, Any], Any]) -> Any:
@@ -119,16 +119,37 @@ def _blockwise_float64(xp: Any, x: Any, fn: Callable[[Any, Any], Any]) -> Any:
     return out.reshape(x.shape)
 
 
-def _numba_unary(name: str, x: Any) -> Any:
-    """A float32 array through the numba kernel ``name`` of :mod:`ronn_cpu.jit.elementwise`."""
-    from ..jit import load, parallel
+_pointwise: Any = None  # ronn_cpu.jit.epilogue once loaded
 
-    module = load("elementwise")
-    values = np.ascontiguousarray(x)
+
+def _numba_unary(name: str, x: Any) -> Any:
+    """A float32 array through the numba kernel ``name`` of :mod:`ronn_cpu.jit.epilogue`."""
+    global _pointwise
+    if _pointwise is None:
+        from ..jit import load
+
+        _pointwise = load("epilogue")
+    values = x if x.flags.c_contiguous else np.ascontiguousarray(x)
     out = np.empty_like(values)
-    fn = getattr(module, name + "_par") if parallel(values.size * 16) else getattr(module, name)
+    fn = getattr(_pointwise, name + "_par") if parallel(values.size * 16) else getattr(_pointwise, name)
     fn(values.reshape(-1), out.reshape(-1))
     return out
+
+
+def gelu_values(x: Any, tanh_form: bool) -> Any:
+    """Gelu of a float array (exact or the tanh form), in its dtype; float16 computes in float32."""
+    dtype = x.dtype
+    values = x.astype(_F32) if dtype in _WIDEN else x
+    with np.errstate(all="ignore"):
+        if tanh_form:
+            if values.dtype == _F32 and values.size:
+                y = _numba_unary("gelu_tanh", values)
+            else:
+                scale = math.sqrt(2 / math.pi)
+                y = 0.5 * values * (1 + np.tanh(scale * (values + 0.044715 * values * values * values)))
+        else:
+            y = _gelu_exact(np, values)
+    return y.astype(dtype, copy=False)
 
 
 def _erf(xp: Any, x: Any) -> Any:
@@ -200,7 +221,14 @@ _simple("Asinh", (9, 22), lambda xp, x: xp.arcsinh(x))
 _simple("Acosh", (9, 22), lambda xp, x: xp.arccosh(x))
 _simple("Atanh", (9, 22), lambda xp, x: xp.arctanh(x))
 _simple("Erf", (9, 13), _erf)
-_simple("Tanh", (1, 6, 13), lambda xp, x: xp.tanh(x))
+def _tanh(xp: Any, x: Any) -> Any:
+    """tanh; float32 through the vectorised numba fit (relative error < 5e-7)."""
+    if x.dtype == _F32 and xp is np and x.size >= 1024:  # below, numpy's call is cheaper
+        return _numba_unary("tanh", x)
+    return xp.tanh(x)
+
+
+_simple("Tanh", (1, 6, 13), _tanh)
 _simple("Not", (1,), lambda xp, x: xp.logical_not(x))
 _simple("BitwiseNot", (18,), lambda xp, x: xp.invert(x))
 
@@ -337,8 +365,8 @@ def _gelu(ctx: KernelContext) -> Fn:
         scale = math.sqrt(2 / math.pi)
 
         def tanh_form(x):
-            if x.dtype == _F32 and xp is np and 0 < x.size <= _NUMBA_TANH_MAX:
-                return _numba_unary("gelu_tanh", x)  # one pass; numba's tanh is scalar
+            if x.dtype == _F32 and xp is np and x.size:
+                return _numba_unary("gelu_tanh", x)  # one vectorised pass
             return 0.5 * x * (1 + xp.tanh(scale * (x + 0.044715 * x * x * x)))
 
         return tanh_form
@@ -445,17 +473,74 @@ def _legacy_broadcast(ctx: KernelContext) -> Fn2 | None:
     return align
 
 
-def _binary(op: str, since: tuple[int, ...], make: Callable[[KernelContext], Fn2]) -> None:
-    """Register a two-input op with numpy broadcasting computing ``make(ctx)(a, b)``."""
+_FAST_FLOATS = (_F32, np.dtype(np.float64))
+#: float arrays up to this size take the numba kernels (one call, no errstate); above, numpy's
+#: loops win and the fixed costs do not matter
+_SMALL_BINARY = 1 << 15
+
+
+def _small_float_binary(name: str) -> Callable[[Any, Any], Any]:
+    """``fn(a, b)``: the numba result for small same-dtype float arrays whose shapes broadcast
+    as equal shapes, a scalar, or one operand a trailing block of the other; else None."""
+    kernel: list[Any] = []
+
+    def fn(a, b):
+        size_a, size_b = a.size, b.size
+        if size_a >= size_b:
+            big, small = a, b
+        else:
+            big, small = b, a
+        if not 0 < big.size <= _SMALL_BINARY or not (a.flags.c_contiguous and b.flags.c_contiguous):
+            return None
+        shape = big.shape
+        if small.size == 1:
+            if small.ndim > big.ndim:
+                return None
+            mode = 2 if small is b else 4  # B_SCALAR / A_SCALAR
+        elif small.shape == shape:
+            mode = 0  # SAME
+        elif small.ndim <= big.ndim and shape[big.ndim - small.ndim :] == small.shape:
+            mode = 1 if small is b else 3  # B_ROWS / A_ROWS
+        else:
+            trimmed = small.shape
+            while trimmed and trimmed[0] == 1:
+                trimmed = trimmed[1:]
+            if len(small.shape) > big.ndim or shape[big.ndim - len(trimmed) :] != trimmed:
+                return None
+            mode = 1 if small is b else 3
+        if not kernel:
+            from ..jit import load
+
+            kernel.append(load("epilogue").BINARY[name])
+        out = np.empty(shape, a.dtype)
+        kernel[0](a.reshape(-1), b.reshape(-1), out.reshape(-1), mode)
+        return out
+
+    return fn
+
+
+def _binary(
+    op: str, since: tuple[int, ...], make: Callable[[KernelContext], Fn2], small_floats: str | None = None
+) -> None:
+    """Register a two-input op with numpy broadcasting computing ``make(ctx)(a, b)``.
+
+    With ``small_floats`` (add, subtract, multiply, divide), small float32/float64 operands of
+    one dtype run as one numba call instead.
+    """
 
     def factory(ctx: KernelContext) -> KernelRun:
         xp = ctx.xp
         fn = make(ctx)
         align = _legacy_broadcast(ctx)
+        fast = _small_float_binary(small_floats) if small_floats and xp is np else None
 
         def run(a, b):
             if align is not None:
                 b = align(a, b)
+            elif fast is not None and a.dtype == b.dtype and a.dtype in _FAST_FLOATS:
+                y = fast(a, b)
+                if y is not None:
+                    return (y,)
             with np.errstate(all="ignore"):
                 return (_array(xp, fn(a, b)),)
 
@@ -467,6 +552,7 @@ def _binary(op: str, since: tuple[int, ...], make: Callable[[KernelContext], Fn2
 
 def _ufunc(op: str, since: tuple[int, ...], name: str) -> None:
     """A binary op that is one numpy ufunc, computed wide for narrow floats."""
+    small_floats = name if name in ("add", "subtract", "multiply") else None
 
     def make(ctx: KernelContext) -> Fn2:
         ufunc = getattr(ctx.xp, name)
@@ -479,7 +565,7 @@ def _ufunc(op: str, since: tuple[int, ...], name: str) -> None:
 
         return fn
 
-    _binary(op, since, make)
+    _binary(op, since, make, small_floats)
 
 
 for _op, _since, _name in (
@@ -586,7 +672,7 @@ def _bit_shift(ctx: KernelContext) -> Fn2:
     return fn
 
 
-_binary("Div", (1, 6, 7, 13, 14), _divide)
+_binary("Div", (1, 6, 7, 13, 14), _divide, "divide")
 _binary("Mod", (10, 13, 28), _modulo)
 _binary("Pow", (1, 7, 12, 13, 15), _power)
 _binary("BitShift", (11, 28), _bit_shift)
