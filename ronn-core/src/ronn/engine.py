@@ -204,6 +204,7 @@ class CompiledGraph:
         self._kernels: dict[int, KernelRun] = kernel_cache if kernel_cache is not None else {}
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._plans_lock = threading.Lock()
+        self._scope: list[str] | None = None  # names a subgraph may read (computed on first need)
         for node in self.order:
             self._kernel(node)
         self.default_plan = self.plan(tuple(self.output_names))
@@ -215,7 +216,6 @@ class CompiledGraph:
         if run is not None:
             return run
         placement = self.partition.of(node)
-        defined = self.graph.defined_names() | set(self.outer_scope)
         implicit = sorted(
             {name for sub in node.subgraphs() for name in sub.free_variables()}
         )
@@ -230,10 +230,7 @@ class CompiledGraph:
             model=self.model,
             allocator=placement.provider.allocator,
             constant_inputs=[self.graph.initializers.get(i) if i else None for i in node.inputs],
-            compile_subgraph_fn=lambda sub: CompiledGraph(
-                sub, self.model, self.partition, outer_scope=sorted(defined | set(self.outer_scope)),
-                kernel_cache=self._kernels,
-            ),
+            compile_subgraph_fn=self._compile_subgraph,
         )
         try:
             run = placement.provider.create_kernel(placement.factory, ctx)
@@ -245,6 +242,14 @@ class CompiledGraph:
             ) from exc
         self._kernels[id(node)] = run
         return run
+
+    def _compile_subgraph(self, sub: Graph) -> CompiledGraph:
+        """A subgraph of one of this graph's nodes, which may read any name visible here."""
+        if self._scope is None:
+            self._scope = sorted(self.graph.defined_names() | set(self.outer_scope))
+        return CompiledGraph(
+            sub, self.model, self.partition, outer_scope=self._scope, kernel_cache=self._kernels
+        )
 
     # --- plans ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .dtypes import DataType, type_string
+from .dtypes import DataType, from_numpy, type_string
 from .errors import InvalidGraphError
 
 Dim = Union[int, str, None]  # a static size, a symbolic name, or unknown
@@ -96,13 +96,15 @@ class Node:
         domain = f"{self.domain}::" if self.domain and self.domain != "ai.onnx" else ""
         return f"node {name!r} ({domain}{self.op_type})"
 
-    def subgraphs(self) -> Iterator[Graph]:
-        """Every graph held in this node's attributes."""
+    def subgraphs(self) -> list[Graph]:
+        """Every graph held in this node's attributes (a new list; most often empty)."""
+        found: list[Graph] = []
         for value in self.attributes.values():
             if isinstance(value, Graph):
-                yield value
+                found.append(value)
             elif isinstance(value, list) and value and isinstance(value[0], Graph):
-                yield from value  # attribute lists hold one type: checking the first is enough
+                found.extend(value)  # attribute lists hold one type: checking the first is enough
+        return found
 
 
 @dataclass
@@ -119,9 +121,13 @@ class Graph:
 
     def defined_names(self) -> set[str]:
         """Names this graph defines itself: inputs, initializers and node outputs."""
-        names = {v.name for v in self.inputs} | set(self.initializers)
+        names = {v.name for v in self.inputs}
+        names.update(self.initializers)
+        named_empty = "" in names
         for node in self.nodes:
-            names.update(o for o in node.outputs if o)
+            names.update(node.outputs)
+        if not named_empty:
+            names.discard("")  # an omitted optional output names nothing
         return names
 
     def free_variables(self) -> set[str]:
@@ -267,7 +273,5 @@ class Model:
 
 def tensor_type_of(value: Any) -> TensorType:
     """The :class:`TensorType` of a concrete numpy array."""
-    from .dtypes import from_numpy
-
     arr = np.asarray(value)
     return TensorType(from_numpy(arr.dtype), tuple(arr.shape))

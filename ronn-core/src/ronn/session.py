@@ -28,7 +28,7 @@ from .errors import (
     RonnError,
 )
 from .functions import inline_functions
-from .ir import MapType, Model, OptionalType, SequenceType, TensorType, ValueInfo, ValueType
+from .ir import Graph, MapType, Model, OptionalType, SequenceType, TensorType, ValueInfo, ValueType
 from .options import (
     DISABLE_CPU_FALLBACK,
     DISABLED_OPTIMIZERS,
@@ -87,7 +87,7 @@ def _node_arg(info: ValueInfo) -> NodeArg:
 def load_model(source: Any, host: PluginHost, options: dict[str, Any] | None = None) -> Model:
     """Load a model from any source a registered loader accepts."""
     if isinstance(source, Model):
-        return copy.deepcopy(source)  # sessions rewrite their model: never the caller's
+        return copy_model(source)  # sessions rewrite their model: never the caller's
     loader = host.loaders().find(source)
     if loader is None:
         shown = f"<{len(source)} bytes>" if isinstance(source, (bytes, bytearray)) else repr(source)
@@ -96,6 +96,56 @@ def load_model(source: Any, host: PluginHost, options: dict[str, Any] | None = N
             " (is ronn-onnx installed?)"
         )
     return loader.load(source, dict(options or {}))
+
+
+def copy_model(model: Model) -> Model:
+    """A copy of ``model`` to rewrite, sharing its immutable arrays (weights are never written
+    into: passes replace them), so copying a model costs no second copy of its weights."""
+    return copy.deepcopy(model, _immutable_arrays(model))
+
+
+def _immutable_arrays(model: Model) -> dict[int, Any]:
+    """``{id(array): array}`` for the model's read-only arrays that nothing can write into: a
+    deepcopy memo that makes them shared."""
+    shared: dict[int, Any] = {}
+
+    def value(item: Any) -> None:
+        if isinstance(item, np.ndarray):
+            if _immutable(item):
+                shared[id(item)] = item
+        elif isinstance(item, Graph):
+            graph(item)
+        elif isinstance(item, list):
+            for element in item:
+                value(element)
+
+    def graph(g: Graph) -> None:
+        for array in g.initializers.values():
+            value(array)
+        for node in g.nodes:
+            value(list(node.attributes.values()))
+
+    graph(model.graph)
+    for function in model.functions.values():
+        value(list(function.attribute_defaults.values()))
+        for node in function.nodes:
+            value(list(node.attributes.values()))
+    return shared
+
+
+def _immutable(array: np.ndarray) -> bool:
+    """Whether neither ``array`` nor any array or buffer it views is writable."""
+    base: Any = array
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return False
+        base = base.base
+    if base is None:
+        return True
+    try:
+        return memoryview(base).readonly
+    except TypeError:
+        return False
 
 
 class InferenceSession:

@@ -65,9 +65,7 @@ def type_from_proto(proto: onnx.TypeProto) -> ValueType | None:
         t = getattr(proto, kind)
         shape: tuple[Any, ...] | None = None
         if t.HasField("shape"):
-            shape = tuple(
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
-            )
+            shape = tuple(_dim(d) for d in t.shape.dim)
         return TensorType(DataType(t.elem_type), shape)
     if kind == "sequence_type":
         return SequenceType(type_from_proto(proto.sequence_type.elem_type))
@@ -76,6 +74,13 @@ def type_from_proto(proto: onnx.TypeProto) -> ValueType | None:
     if kind == "map_type":
         return MapType(DataType(proto.map_type.key_type), type_from_proto(proto.map_type.value_type))
     return None
+
+
+def _dim(dim: onnx.TensorShapeProto.Dimension) -> int | str | None:
+    value = dim.dim_value
+    if value or dim.HasField("dim_value"):  # most dimensions are sizes: one look-up
+        return value
+    return dim.dim_param or None
 
 
 def _value_info(proto: onnx.ValueInfoProto) -> ValueInfo:

@@ -17,6 +17,8 @@ import onnx
 from ronn.dtypes import to_numpy
 from ronn.errors import ModelError
 
+from ._wire import TensorBytes, is_detached
+
 
 def iter_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     """Every TensorProto of the model: initializers and tensor attributes, subgraphs included."""
@@ -46,8 +48,10 @@ def iter_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
 
 
 def uses_external_data(proto: onnx.ModelProto) -> bool:
-    """Whether any tensor keeps its bytes outside the model file."""
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in iter_tensors(proto))
+    """Whether any tensor keeps its bytes outside the model file (detached ones are inside it)."""
+    return any(
+        t.data_location == onnx.TensorProto.EXTERNAL and not is_detached(t) for t in iter_tensors(proto)
+    )
 
 
 def resolve_location(folder: str, location: str, model_name: str, tensor_name: str) -> str:
@@ -100,10 +104,12 @@ _PACKED = {
 
 @dataclass(frozen=True)
 class ExternalSource:
-    """Where a model's external data files are: its folder, and its name for messages."""
+    """Where a model's tensor bytes are: the folder of its external data files (None for a
+    model read from bytes), its name for messages, and its detached tensors' source."""
 
-    folder: str
+    folder: str | None
     model_name: str
+    detached: TensorBytes | None = None
 
 
 #: set while a model is converted, so tensor conversion can find external files
@@ -111,9 +117,17 @@ current_source: ContextVar[ExternalSource | None] = ContextVar("ronn_external_so
 
 
 def external_array(tensor: onnx.TensorProto) -> np.ndarray:
-    """The value of an external tensor: a read-only memory map of its file where possible."""
+    """The value of an external tensor: a read-only memory map of its file where possible.
+
+    A tensor detached from the model's own bytes (see :mod:`ronn_onnx._wire`) is read from
+    them into a new array.
+    """
     source = current_source.get()
-    if source is None:
+    if is_detached(tensor):
+        if source is None or source.detached is None:
+            raise ModelError(f"tensor {tensor.name!r} was detached from a model no longer being read")
+        return source.detached.read(tensor, to_numpy(tensor.data_type))
+    if source is None or source.folder is None:
         raise ModelError(
             f"tensor {tensor.name!r} keeps its data in an external file; load the model from its path"
         )

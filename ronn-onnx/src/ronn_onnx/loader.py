@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 from dataclasses import replace
 from functools import lru_cache
@@ -23,6 +24,7 @@ from ronn.errors import (
 from ronn.dtypes import DataType, from_numpy
 from ronn.ir import Graph, Model, TensorType
 
+from ._wire import TensorBytes, detach_tensors
 from .convert import model_from_proto, model_to_proto
 from .external import ExternalSource, current_source, uses_external_data
 
@@ -45,19 +47,76 @@ def read_proto(source: Any) -> tuple[onnx.ModelProto, str, str | None]:
     """Parse ``source`` into a ModelProto; return it, a name for messages and its folder."""
     if isinstance(source, onnx.ModelProto):
         return source, "<ModelProto>", None
+    data, name, folder = _read_bytes(source)
+    return _parse(data, name), name, folder
+
+
+def read_detached(source: Any) -> tuple[onnx.ModelProto, str, str | None, TensorBytes | None]:
+    """Like :func:`read_proto`, but the large tensors' bytes stay unparsed in the source.
+
+    Their tensors in the returned proto refer to the source (see :mod:`ronn_onnx._wire`); the
+    returned :class:`TensorBytes` reads them (None when nothing was detached). Close it when
+    done.
+    """
+    if isinstance(source, onnx.ModelProto):
+        try:
+            data = source.SerializeToString()
+        except Exception:  # noqa: BLE001 - over protobuf's 2 GB: use the message as it is
+            return source, "<ModelProto>", None, None
+        name, folder = "<ModelProto>", None
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data, name, folder = _read_bytes(source)
+    else:
+        path, name, folder = _checked_path(source)
+        mapped = _map(path, name)
+        if mapped is None:  # not mappable (a pipe, some network file systems): read it
+            data, name, folder = _read_bytes(source)
+        else:
+            with mapped:  # slices of a map are copies: nothing outlives it
+                stripped, count = detach_tensors(mapped)
+                if count:
+                    proto = _parse(stripped, name)
+                else:
+                    with memoryview(mapped) as view:
+                        proto = _parse(view, name)
+                del stripped
+            return proto, name, folder, TensorBytes(path=path) if count else None
+    stripped, count = detach_tensors(memoryview(data))
+    proto = _parse(stripped, name)
+    return proto, name, folder, TensorBytes(data=data) if count else None
+
+
+def _checked_path(source: Any) -> tuple[str, str, str]:
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise ModelNotFoundError(f"model file not found: {path}")
+    if os.path.isdir(path):
+        raise ModelNotFoundError(f"model path is a folder, not a file: {path}")
+    return path, path, os.path.dirname(os.path.abspath(path))
+
+
+def _read_bytes(source: Any) -> tuple[bytes, str, str | None]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        name, folder = f"<{len(data)} bytes>", None
-    else:
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise ModelNotFoundError(f"model file not found: {path}")
-        if os.path.isdir(path):
-            raise ModelNotFoundError(f"model path is a folder, not a file: {path}")
-        with open(path, "rb") as handle:
-            data = handle.read()
-        name, folder = path, os.path.dirname(os.path.abspath(path))
-    if not data:
+        return data, f"<{len(data)} bytes>", None
+    path, name, folder = _checked_path(source)
+    with open(path, "rb") as handle:
+        return handle.read(), name, folder
+
+
+def _map(path: str, name: str) -> mmap.mmap | None:
+    """The file memory-mapped read-only; None when it cannot be mapped."""
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise ModelFormatError(f"{name}: the file is empty, not an ONNX model")
+        try:
+            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None
+
+
+def _parse(data: Any, name: str) -> onnx.ModelProto:
+    if not len(data):
         raise ModelFormatError(f"{name}: the file is empty, not an ONNX model")
     proto = onnx.ModelProto()
     try:
@@ -72,7 +131,7 @@ def read_proto(source: Any) -> tuple[onnx.ModelProto, str, str | None]:
             f"{name}: not an ONNX model (no graph or no IR version); the file may be truncated "
             "or of another format"
         )
-    return proto, name, folder
+    return proto
 
 
 def check_versions(proto: onnx.ModelProto, name: str) -> None:
@@ -108,33 +167,44 @@ def infer_shapes(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
 def load_proto(source: Any) -> tuple[onnx.ModelProto, str, str | None]:
     """Read and check a model; external data stays in its files (see :func:`load_model`)."""
     proto, name, folder = read_proto(source)
+    _check(proto, name, folder)
+    return proto, name, folder
+
+
+def _check(proto: onnx.ModelProto, name: str, folder: str | None) -> None:
     check_versions(proto, name)
     if folder is None and uses_external_data(proto):
         raise ModelError(
             f"{name}: the model keeps tensors in external data files; load it from its path"
         )
-    return proto, name, folder
 
 
 def load_model(source: Any, options: dict[str, Any] | None = None) -> Model:
     """Load an ONNX model into the IR, with inferred value types.
 
-    External data is memory-mapped, so a model of several GB does not take its size twice in
-    memory. ``options["weights"]``: safetensors files whose tensors fill the initializers.
+    Each weight is read once, straight into its array: protobuf never holds the large tensors
+    (see :func:`read_detached`), so neither parsing nor shape inference copies them. External
+    data is memory-mapped, so a model of several GB does not take its size twice in memory.
+    ``options["weights"]``: safetensors files whose tensors fill the initializers.
     """
-    proto, name, folder = load_proto(source)
-    declared = _dim_params(proto.graph)
-    inferred = infer_shapes(proto, name)
-    token = current_source.set(ExternalSource(folder, name) if folder is not None else None)
+    proto, name, folder, tensor_bytes = read_detached(source)
     try:
-        model = model_from_proto(inferred, source=name)
-        _forget_invented_dims(model.graph, declared)
-    except ModelError:
-        raise
-    except Exception as exc:
-        raise ModelFormatError(f"{name}: cannot read the model: {exc}") from exc
+        _check(proto, name, folder)
+        declared = _dim_params(proto.graph)
+        proto = infer_shapes(proto, name)
+        token = current_source.set(ExternalSource(folder, name, tensor_bytes))
+        try:
+            model = model_from_proto(proto, source=name)
+            _forget_invented_dims(model.graph, declared)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelFormatError(f"{name}: cannot read the model: {exc}") from exc
+        finally:
+            current_source.reset(token)
     finally:
-        current_source.reset(token)
+        if tensor_bytes is not None:
+            tensor_bytes.close()
     weights = (options or {}).get("weights")
     if weights:
         from .safetensors import fill_initializers

@@ -351,11 +351,17 @@ def sort_nodes(graph: Graph) -> None:
             if name:
                 producers[name] = index
     needs: list[set[int]] = []
-    for node in graph.nodes:
-        reads = {n for n in node.inputs if n}
+    in_order = True
+    for position, node in enumerate(graph.nodes):
+        reads = set(node.inputs)
         for sub in node.subgraphs():
             reads |= sub.free_variables()
-        needs.append({producers[n] for n in reads if n in producers})
+        need = {producers[n] for n in reads if n in producers}
+        if in_order and need and max(need) >= position:
+            in_order = False
+        needs.append(need)
+    if in_order:
+        return  # already sorted (the usual case): keep the order as it is
     order: list[int] = []
     state = [0] * len(graph.nodes)  # 0 new, 1 on the stack, 2 placed
     for start in range(len(graph.nodes)):
@@ -396,6 +402,14 @@ def remove_dead_nodes(graph: Graph) -> bool:
     for name in unused:
         del graph.initializers[name]
     return changed or bool(unused)
+
+
+def release_constants(index: GraphIndex, names: Iterable[str]) -> None:
+    """Delete the initializers among ``names`` that nothing reads any more (a rewrite just
+    replaced their last reader), so a pass never holds old and new weights at once."""
+    for name in set(names):
+        if name and name not in index.inputs and name in index.graph.initializers and not index.is_used(name):
+            del index.graph.initializers[name]
 
 
 # --- small helpers -------------------------------------------------------------------------

@@ -4,7 +4,9 @@ A node folds when every input it reads is an initializer that no feed can overri
 nodes have no inputs, so they always fold). It is evaluated once with the CPU provider's own
 kernel, so the folded value is exactly what the node would have computed at run time. Random
 operators, nodes holding subgraphs, nodes producing a graph output, results that are not
-tensors and results over :data:`MAX_FOLDED_BYTES` are left alone.
+tensors and results over :data:`MAX_FOLDED_BYTES` are left alone, unless they take no more
+room than the inputs they free (a Transpose of a large weight nothing else reads folds, once,
+instead of being transposed on every run).
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from ..ir import Graph, Model, Node, TensorType, ValueType, tensor_type_of
 from ..kernel import KernelContext
 from ..provider import NumpyAllocator
 from ..registry import KernelRegistry, OptimizerContext
-from ._graph import RANDOM_OPS, GraphIndex, on_every_graph, readonly, remove_dead_nodes, sort_nodes
+from ._graph import (
+    RANDOM_OPS,
+    GraphIndex,
+    on_every_graph,
+    readonly,
+    release_constants,
+    remove_dead_nodes,
+    sort_nodes,
+)
 
 logger = logging.getLogger("ronn.optimizer")
 
@@ -47,18 +57,49 @@ def fold_graph(graph: Graph, model: Model, kernels: KernelRegistry) -> bool:
         if node.op_type == "Identity" and node.domain in ("", "ai.onnx"):
             results: list[Any] | None = [values[0]]  # the same array, not a copy
         else:
-            results = evaluate(node, values, model, kernels, types)
+            freed = _freed_bytes(node, values, index)
+            results = evaluate(node, values, model, kernels, types, limit=max(MAX_FOLDED_BYTES, freed))
+            if results is not None:
+                results = _within(results, freed)
         if results is None:
             continue
         for name, value in zip(node.outputs, results):
             if name:
                 graph.initializers[name] = readonly(value)
         index.remove(node)
+        release_constants(index, node.inputs)  # never hold a big input and its result at once
         changed = True
     index.commit()
     if changed:
         remove_dead_nodes(graph)
     return changed
+
+
+def _freed_bytes(node: Node, values: list[Any], index: GraphIndex) -> int:
+    """Bytes of the node's constant inputs that nothing else reads: folding the node frees them
+    (0 when they are too small to matter: under :data:`MAX_FOLDED_BYTES` in all)."""
+    if sum(value.nbytes for value in values if isinstance(value, np.ndarray)) <= MAX_FOLDED_BYTES:
+        return 0
+    only_here = {
+        name: value for name, value in zip(node.inputs, values)
+        if name and isinstance(value, np.ndarray) and index.only_user(name) is node
+    }
+    return sum(value.nbytes for value in only_here.values())
+
+
+def _within(results: list[Any], freed: int) -> list[Any] | None:
+    """The results when folding them keeps the model's size in bounds: each of at most
+    :data:`MAX_FOLDED_BYTES`, or all together no more than the inputs they free (a Transpose of
+    a large weight read nowhere else). Large results are made contiguous, so they never keep a
+    freed input alive as the base of a view."""
+    if all(value is None or value.nbytes <= MAX_FOLDED_BYTES for value in results):
+        return results
+    if sum(value.nbytes for value in results if value is not None) > freed:
+        return None
+    return [
+        value if value is None or value.flags.c_contiguous else np.ascontiguousarray(value)
+        for value in results
+    ]
 
 
 def _may_fold(node: Node, index: GraphIndex) -> bool:

@@ -18,7 +18,15 @@ import numpy as np
 
 from ..ir import Graph, Model, Node
 from ..registry import OptimizerContext
-from ._graph import GraphIndex, Namer, on_every_graph, readonly, remove_dead_nodes, sort_nodes
+from ._graph import (
+    GraphIndex,
+    Namer,
+    on_every_graph,
+    readonly,
+    release_constants,
+    remove_dead_nodes,
+    sort_nodes,
+)
 
 
 def _standard(node: Node | None, op: str) -> bool:
@@ -79,12 +87,14 @@ class _Affine:
         node = self.node
         inputs = list(node.inputs)
         if _standard(node, "Conv"):
-            inputs[1] = _add(graph, namer, f"{node.name or output}_W", scale.astype(self.dtype))
+            if scale is not self.scale:  # the weights changed (an added bias leaves them)
+                inputs[1] = _add(graph, namer, f"{node.name or output}_W", scale.astype(self.dtype, copy=False))
             if shift is not None:
                 bias_name = _add(graph, namer, f"{node.name or output}_B", shift.astype(self.dtype))
                 inputs = inputs[:2] + [bias_name]
         else:
-            inputs[1] = _add(graph, namer, f"{node.name or output}_scale", scale.astype(self.dtype))
+            if scale is not self.scale:
+                inputs[1] = _add(graph, namer, f"{node.name or output}_scale", scale.astype(self.dtype, copy=False))
             assert shift is not None
             inputs[2] = _add(graph, namer, f"{node.name or output}_bias", shift.astype(self.dtype))
         outputs = [output] + ([""] * (len(node.outputs) - 1) if _standard(node, "BatchNormalization") else [])
@@ -94,15 +104,24 @@ class _Affine:
         )
 
     def times(self, factor: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(scale, shift) after multiplying the output by a per-channel ``factor``."""
-        scale = self.scale.astype(np.float64) * factor.reshape((-1,) + (1,) * (self.scale.ndim - 1))
+        """(scale, shift) after multiplying the output by a per-channel ``factor``.
+
+        The scale (for a Conv: all its weights) is computed in float64 and rounded once into
+        the weights' type, in one pass without a float64 copy of the weights.
+        """
+        per_channel = np.asarray(factor, np.float64).reshape((-1,) + (1,) * (self.scale.ndim - 1))
+        scale = np.multiply(
+            self.scale, per_channel, out=np.empty(self.scale.shape, self.dtype), dtype=np.float64,
+            casting="same_kind",
+        )
         shift = None if self.shift is None else self.shift.astype(np.float64) * factor
         return scale, shift
 
     def plus(self, term: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(scale, shift) after adding a per-channel ``term`` to the output."""
+        """(scale, shift) after adding a per-channel ``term`` to the output: the scale is
+        unchanged (the same array)."""
         shift = term if self.shift is None else self.shift.astype(np.float64) + term
-        return self.scale.astype(np.float64), shift
+        return self.scale, shift
 
 
 def _add(graph: Graph, namer: Namer, base: str, value: np.ndarray) -> str:
@@ -141,6 +160,7 @@ def _conv_bn(graph: Graph, namer: Namer) -> bool:
         shift = (shift if shift is not None else 0.0) - mean * factor + beta
         index.replace(bn, target.rebuilt(scale, shift, bn.outputs[0], index, namer))
         index.remove(conv)
+        release_constants(index, conv.inputs + bn.inputs)
         changed = True
     index.commit()
     if changed:
@@ -196,6 +216,7 @@ def _conv_elementwise(graph: Graph, namer: Namer, ops: tuple[str, ...]) -> bool:
                 scale, shift = target.plus(-values)
             index.replace(node, target.rebuilt(scale, shift, node.outputs[0], index, namer))
             index.remove(source)
+            release_constants(index, source.inputs + node.inputs)
             changed = True
             break
     index.commit()
