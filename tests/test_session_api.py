@@ -151,9 +151,12 @@ def test_profiling_writes_a_chrome_trace(tmp_path: Path) -> None:
     session.run(None, demo_inputs())
     path = session.end_profiling()
     events = json.loads(Path(path).read_text())
-    names = {e["args"]["op_name"] for e in events}
+    names = {e["args"]["op_name"] for e in events if e["cat"] == "Node"}
     assert {"FusedConv", "Softmax"} <= names  # Conv + Relu run fused
     assert all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
+    nodes = [e for e in events if e["cat"] == "Node"]
+    assert nodes and all(e["args"]["provider"] == "CPUExecutionProvider" for e in nodes)
+    assert {"model_loading", "session_initialization"} <= {e["name"] for e in events if e["cat"] == "Session"}
 
 
 def test_optimized_model_file_loads_in_onnxruntime(tmp_path: Path) -> None:
@@ -194,3 +197,23 @@ def test_bytes_and_pathlike_sources() -> None:
     a = ronn.InferenceSession(data).run(None, demo_inputs())[0]
     b = ronn.InferenceSession(Path(DEMO_MODEL_PATH)).run(None, demo_inputs())[0]
     np.testing.assert_array_equal(a, b)
+
+
+def test_session_threads_reach_the_cpu_provider() -> None:
+    """SessionOptions.intra_op_num_threads sizes the CPU provider (BLAS and numba), as in onnxruntime."""
+    from threadpoolctl import threadpool_info
+
+    options = ronn.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ronn.InferenceSession(DEMO_MODEL_PATH, options)
+    assert session.get_provider_options()["CPUExecutionProvider"]["intra_op_num_threads"] == "1"
+    numpy_blas = [p for p in threadpool_info() if p["user_api"] == "blas" and "numpy" in p["filepath"]]
+    assert numpy_blas and all(pool["num_threads"] == 1 for pool in numpy_blas), numpy_blas
+    explicit = ronn.InferenceSession(
+        DEMO_MODEL_PATH, options, providers=[("CPUExecutionProvider", {"intra_op_num_threads": "2"})]
+    )
+    assert explicit.get_provider_options()["CPUExecutionProvider"]["intra_op_num_threads"] == "2"
+    from ronn_cpu.jit import cores
+
+    options.intra_op_num_threads = cores()  # process-wide: give later tests every core back
+    ronn.InferenceSession(DEMO_MODEL_PATH, options)

@@ -290,6 +290,7 @@ class _Step:
     outputs: tuple[int, ...]
     frees: tuple[int, ...]
     node: Node
+    provider: str = ""
 
 
 class _Plan:
@@ -341,7 +342,7 @@ class _Plan:
         for name, value in graph.initializers.items():
             template[slot(name)] = value
 
-        raw_steps: list[tuple[KernelRun, tuple[int, ...], tuple[int, ...], Node]] = []
+        raw_steps: list[tuple[KernelRun, tuple[int, ...], tuple[int, ...], Node, str]] = []
         # where each value lives: the provider that produced it (None: host memory)
         location: dict[str, ExecutionProvider | None] = {}
         copies: dict[tuple[str, str], str] = {}
@@ -356,7 +357,7 @@ class _Plan:
             if copied is None:
                 copied = copies[(name, target_device)] = f"{name}@{target_device}"
                 raw_steps.append(
-                    (_copy_between(source, consumer), (slot(name),), (slot(copied),), node)
+                    (_copy_between(source, consumer), (slot(name),), (slot(copied),), node, "copy")
                 )
             return slot(copied)
 
@@ -367,7 +368,7 @@ class _Plan:
             ins = tuple(on_device(i, provider, node) if i else 0 for i in node.inputs)
             ins += tuple(on_device(v, provider, node) for v in implicit)
             outs = tuple(slot(o) if o else 0 for o in node.outputs)
-            raw_steps.append((run, ins, outs, node))
+            raw_steps.append((run, ins, outs, node, provider.name))
             for o in node.outputs:
                 location[o] = provider if provider.device != "cpu" else None
         # fetched values come back in host memory
@@ -382,7 +383,7 @@ class _Plan:
         keep = {slots[f] for f in fetches if f in slots} | {0}
         keep |= {slots[name] for name in graph.initializers}
         last_use: dict[int, int] = {}
-        for index, (_, ins, _, _) in enumerate(raw_steps):
+        for index, (_, ins, _, _, _) in enumerate(raw_steps):
             for s in ins:
                 last_use[s] = index
         frees: dict[int, list[int]] = {}
@@ -390,8 +391,8 @@ class _Plan:
             if s not in keep:
                 frees.setdefault(index, []).append(s)
         steps = [
-            _Step(run, ins, outs, tuple(frees.get(i, ())), node)
-            for i, (run, ins, outs, node) in enumerate(raw_steps)
+            _Step(run, ins, outs, tuple(frees.get(i, ())), node, provider)
+            for i, (run, ins, outs, node, provider) in enumerate(raw_steps)
         ]
         missing = [f for f in fetches if f not in slots]
         if missing:
@@ -450,13 +451,14 @@ class _Plan:
             for s, v in zip(outs, results):
                 values[s] = v
             if profiler is not None:
-                node = self.steps[step_index].node
+                step = self.steps[step_index]
+                node = step.node
                 profiler.record(
                     f"{node.name or node.outputs[0]}_kernel_time",
                     "Node",
                     start,
                     clock(),
-                    {"op_name": node.op_type, "provider": ""},
+                    {"op_name": node.op_type, "provider": step.provider},
                 )
             for s in frees:
                 values[s] = None

@@ -148,6 +148,10 @@ def _immutable(array: np.ndarray) -> bool:
         return False
 
 
+#: the provider option through which a session passes ``SessionOptions.intra_op_num_threads``
+INTRA_OP_NUM_THREADS = "intra_op_num_threads"
+
+
 class InferenceSession:
     """Loads a model and runs it; same constructor and methods as onnxruntime's session.
 
@@ -177,7 +181,10 @@ class InferenceSession:
         if weights is not None:
             paths = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights)
             load_options["weights"] = [os.fspath(p) for p in paths]
+        loading_ns = time.perf_counter_ns()
         self._model = load_model(source, self._host, load_options)
+        if self._profiler is not None:
+            self._profiler.record("model_loading", "Session", loading_ns, time.perf_counter_ns(), {})
         self._source, self._load_options = source, load_options
         self._stored_values = self._model.graph.defined_names()
         self._unoptimized: InferenceSession | None = None
@@ -193,6 +200,11 @@ class InferenceSession:
         self._optimize(context)
         self._build()
         self._build_seconds = time.perf_counter() - started
+        if self._profiler is not None:
+            end_ns = time.perf_counter_ns()
+            self._profiler.record(
+                "session_initialization", "Session", end_ns - int(self._build_seconds * 1e9), end_ns, {}
+            )
         if self._sess_options.optimized_model_filepath:
             self._save_optimized(self._sess_options.optimized_model_filepath)
 
@@ -261,6 +273,14 @@ class InferenceSession:
             raise ProviderError(f"a provider is listed twice: {names}")
         return names, options
 
+    def _with_threads(self, options: dict[str, Any]) -> dict[str, Any]:
+        """A provider's options plus the session's ``intra_op_num_threads`` (when set, and the
+        provider options don't set it themselves), as onnxruntime applies it to its CPU provider."""
+        threads = int(self._sess_options.intra_op_num_threads or 0)
+        if threads <= 0 or INTRA_OP_NUM_THREADS in options:
+            return options
+        return {**options, INTRA_OP_NUM_THREADS: str(threads)}
+
     def _build(self) -> None:
         registry = self._host.providers()
         instances: list[ExecutionProvider] = []
@@ -274,13 +294,13 @@ class InferenceSession:
                 raise ProviderError(
                     f"execution provider {name!r} is installed but cannot run on this machine"
                 )
-            instances.append(self._with_allocator(spec.factory(options), options))
+            instances.append(self._with_allocator(spec.factory(self._with_threads(options)), options))
         requested = len(instances)
         strict = self._sess_options.config(DISABLE_CPU_FALLBACK) == "1"
         if not strict and CPU_PROVIDER not in self._provider_names:
             cpu = registry.get(CPU_PROVIDER)
             if cpu is not None:
-                instances.append(self._with_allocator(cpu.factory({}), {}))
+                instances.append(self._with_allocator(cpu.factory(self._with_threads({})), {}))
         self._providers = instances
         part = partition(self._model, instances, self._host, preferred=requested)
         report_fallbacks(
