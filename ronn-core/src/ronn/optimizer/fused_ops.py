@@ -13,6 +13,9 @@ Operators (all ``since_version`` 1):
     ``activation(Conv(X, W, B) + Z)``: Conv's attributes, plus ``activation`` and its
     parameters. ``Z`` (a residual, broadcast to the Conv's result) is added *before* the
     activation; with ``activation="Identity"`` the node is a Conv plus a residual.
+    ``channels_last`` (int, default 0; 2-D convolutions): 1 when X, Z and Y are channels-last
+    (N, H, W, C), 2 when X is (N, C, H, W) and Z and Y are channels-last (the layout pass,
+    :mod:`.layout`); W stays (M, C/group, kH, kW).
 ``FusedGemm(A, B, C?)``
     ``activation(Gemm(A, B, C))``: Gemm's attributes, plus the activation's.
 ``FusedMatMul(A, B, bias?)``
@@ -21,6 +24,16 @@ Operators (all ``since_version`` 1):
     the standard operator (opset 17), for models whose opset predates it.
 ``Gelu(X)``
     the standard operator (opset 20), ``approximate`` "none" or "tanh", for older opsets.
+``SqueezeExcitation(X, W1, B1?, W2, B2?)``
+    a squeeze-and-excitation block over channels-last X (N, H, W, C) (``channels_last=1``,
+    from the layout pass): ``X * gate(Conv(act(Conv(m, W1, B1)), W2, B2))`` with ``m`` the
+    mean over H and W, W1 (C1, C, 1, 1), W2 (C, C1, 1, 1); ``activation...`` attributes for
+    act and ``gate_activation...`` for gate.
+``ScaledDotProductAttention(Q, K, V, mask?, condition?, fill?)``
+    ``MatMul(Softmax(S, axis=-1), V)`` with ``S = MatMul(Q, K) * scale`` (K already
+    transposed: (..., D, T)), then ``Where(condition, S, fill)`` (``condition_keeps=1``) or
+    ``Where(condition, fill, S)`` (``condition_keeps=0``) when a condition is given, then
+    ``+ mask``. ``scale`` is a float attribute (float32), cast to the scores' type.
 
 Activation attributes: ``activation`` (one of :data:`ACTIVATIONS`), ``activation_alpha`` and
 ``activation_beta`` (floats: LeakyRelu's alpha, HardSigmoid's alpha and beta, Clip's min and
@@ -242,14 +255,31 @@ def _gelu_nodes(source: str, approximate: str, dtype: np.dtype | None) -> list[N
 
 def _conv_body(inputs: list[str], attributes: dict[str, Any], dtype: Any, opset: int):  # noqa: ANN202
     residual = len(inputs) > 3 and bool(inputs[3])
-    nodes = [Node("Conv", ["X", "W", "B"], ["conv"], attribute_refs=_refs(*CONV_ATTRIBUTES))]
+    layout = int(attributes.get("channels_last", 0))
+    conv_refs = _refs(*CONV_ATTRIBUTES)
+    if layout == 0:
+        nodes = [Node("Conv", ["X", "W", "B"], ["conv"], attribute_refs=conv_refs)]
+    elif layout in (1, 2):
+        # the convolution channels-first between Transposes: X (1) and the result to (N, H, W, C)
+        nodes = []
+        source = "X"
+        if layout == 1:
+            nodes.append(Node("Transpose", ["X"], ["x_first"], attributes={"perm": [0, 3, 1, 2]}))
+            source = "x_first"
+        nodes += [
+            Node("Conv", [source, "W", "B"], ["conv_first"], attribute_refs=conv_refs),
+            Node("Transpose", ["conv_first"], ["conv"], attributes={"perm": [0, 2, 3, 1]}),
+        ]
+    else:
+        raise _NoBody
     source = "conv"
     if residual:
         nodes.append(Node("Add", ["conv", "Z"], ["sum"]))
         source = "sum"
     tag, tail = _activation_body(source, attributes, dtype, opset)
-    overload = tag + ("_residual" if residual else "")
-    return overload, (["X", "W", "B", "Z"], nodes + tail, CONV_ATTRIBUTES + ACTIVATION_ATTRIBUTES)
+    overload = tag + ("_residual" if residual else "") + ("", "_nhwc", "_nchw_nhwc")[layout]
+    names = CONV_ATTRIBUTES + ACTIVATION_ATTRIBUTES + (("channels_last",) if layout else ())
+    return overload, (["X", "W", "B", "Z"], nodes + tail, names)
 
 
 def _gemm_body(inputs: list[str], attributes: dict[str, Any], dtype: Any, opset: int):  # noqa: ANN202
@@ -298,10 +328,96 @@ def _gelu_body(inputs: list[str], attributes: dict[str, Any], dtype: Any, opset:
     return approximate, (["X"], _gelu_nodes("X", approximate, dtype), ("approximate",))
 
 
+def _attention_body(inputs: list[str], attributes: dict[str, Any], dtype: Any, opset: int):  # noqa: ANN202
+    """``MatMul(Softmax([Where(condition, .., fill)] MatMul(Q, K) * scale [+ mask]), V)``."""
+    if dtype is None or dtype.name not in ("float32", "float64"):
+        raise _NoBody
+    masked = len(inputs) > 3 and bool(inputs[3])
+    conditioned = len(inputs) > 5 and bool(inputs[4]) and bool(inputs[5])
+    keeps = int(attributes.get("condition_keeps", 1))
+    scale = float(np.float32(attributes.get("scale", 1.0)))  # a float attribute: float32, as the kernel
+    parts = [dtype.name]
+    if opset >= 12:
+        nodes = [Node("Constant", [], ["scale32"], attribute_refs={"value_float": "scale"})]
+    else:  # no value_float yet: the scale is part of the body
+        nodes = [Node("Constant", [], ["scale32"], attributes={"value": np.array(scale, np.float32)})]
+        parts.append(f"scale{_float_name(scale)}")
+    factor = "scale32"
+    if dtype != np.float32:
+        nodes.append(Node("Cast", ["scale32"], ["factor"], attributes={"to": 11}))  # DOUBLE
+        factor = "factor"
+    nodes += [Node("MatMul", ["Q", "K"], ["product"]), Node("Mul", ["product", factor], ["scores"])]
+    source = "scores"
+    if conditioned:
+        operands = ["condition", source, "fill"] if keeps else ["condition", "fill", source]
+        nodes.append(Node("Where", operands, ["kept"]))
+        source = "kept"
+        parts.append("where" if keeps else "masked_fill")
+    if masked:
+        nodes.append(Node("Add", [source, "mask"], ["biased"]))
+        source = "biased"
+        parts.append("mask")
+    nodes += [Node("Softmax", [source], ["probs"], attributes={"axis": -1}), Node("MatMul", ["probs", "V"], ["Y"])]
+    formal = ["Q", "K", "V", "mask", "condition", "fill"][: max(3, len(inputs))]  # those the node passes
+    attribute_names = ("scale", "condition_keeps") if conditioned else ("scale",)
+    return "_".join(parts), (formal, nodes, attribute_names)
+
+
+def _prefixed_activation(
+    source: str, output: str, attributes: dict[str, Any], dtype: Any, opset: int, prefix: str
+) -> tuple[str, list[Node]]:
+    """:func:`_activation_body` for the activation attributes named ``prefix + "activation..."``,
+    writing ``output``; its internal values and attribute references carry the prefix."""
+    view = {name: attributes[prefix + name] for name in ACTIVATION_ATTRIBUTES if prefix + name in attributes}
+    tag, nodes = _activation_body(source, view, dtype, opset)
+
+    def rename(name: str) -> str:
+        return name if name in ("", source) else output if name == "Y" else prefix + name
+
+    renamed = [
+        Node(n.op_type, [rename(i) for i in n.inputs], [rename(o) for o in n.outputs], attributes=dict(n.attributes),
+             attribute_refs={k: prefix + v for k, v in n.attribute_refs.items()})
+        for n in nodes
+    ]  # fmt: skip
+    return tag, renamed
+
+
+#: the squeeze-and-excitation block's second activation (the gate)
+GATE_ATTRIBUTES = tuple("gate_" + name for name in ACTIVATION_ATTRIBUTES)
+
+
+def _squeeze_excitation_body(inputs: list[str], attributes: dict[str, Any], dtype: Any, opset: int):  # noqa: ANN202
+    """``X * gate(Conv(act(Conv(mean(X), W1, B1)), W2, B2))`` over channels-last X."""
+    if int(attributes.get("channels_last", 1)) != 1 or dtype is None or dtype.kind != "f":
+        raise _NoBody
+    if opset >= 18:
+        nodes = [
+            Node("Constant", [], ["axes"], attributes={"value": np.array([1, 2], dtype=np.int64)}),
+            Node("ReduceMean", ["X", "axes"], ["mean"], attributes={"keepdims": 1}),
+        ]
+    else:
+        nodes = [Node("ReduceMean", ["X"], ["mean"], attributes={"axes": [1, 2], "keepdims": 1})]
+    nodes += [
+        Node("Transpose", ["mean"], ["mean_first"], attributes={"perm": [0, 3, 1, 2]}),
+        Node("Conv", ["mean_first", "W1", "B1"], ["fc1"]),
+    ]
+    tag1, act1 = _prefixed_activation("fc1", "hidden", attributes, dtype, opset, "")
+    nodes += act1 + [Node("Conv", ["hidden", "W2", "B2"], ["fc2"])]
+    tag2, act2 = _prefixed_activation("fc2", "gate_first", attributes, dtype, opset, "gate_")
+    nodes += act2 + [
+        Node("Transpose", ["gate_first"], ["gate"], attributes={"perm": [0, 2, 3, 1]}),
+        Node("Mul", ["X", "gate"], ["Y"]),
+    ]
+    names = ACTIVATION_ATTRIBUTES + GATE_ATTRIBUTES + ("channels_last",)
+    return f"{tag1}_{tag2}_nhwc", (["X", "W1", "B1", "W2", "B2"], nodes, names)
+
+
 _BODIES = {
+    "SqueezeExcitation": _squeeze_excitation_body,
     "FusedConv": _conv_body,
     "FusedGemm": _gemm_body,
     "FusedMatMul": _matmul_body,
     "LayerNormalization": _layer_norm_body,
     "Gelu": _gelu_body,
+    "ScaledDotProductAttention": _attention_body,
 }

@@ -39,9 +39,11 @@ PASSES = (
     ("layer_norm_fusion", EXTENDED, 30, "normalization", "fuse_layer_norm"),
     ("gelu_fusion", EXTENDED, 31, "normalization", "fuse_gelu"),
     ("matmul_add_fusion", EXTENDED, 40, "fusions", "fuse_matmul_add"),
+    ("attention_fusion", EXTENDED, 45, "attention", "fuse_attention"),
     ("conv_activation_fusion", EXTENDED, 50, "fusions", "fuse_conv_activation"),
     ("gemm_activation_fusion", EXTENDED, 51, "fusions", "fuse_gemm_activation"),
     ("matmul_activation_fusion", EXTENDED, 52, "fusions", "fuse_matmul_activation"),
+    ("channels_last_layout", GraphOptimizationLevel.ORT_ENABLE_LAYOUT, 10, "layout", "convert_to_channels_last"),
 )
 
 

@@ -27,6 +27,7 @@ FAMILIES = (
     "text",
     "ml",
     "fused",
+    "fused_attention",
 )
 
 

@@ -9,7 +9,11 @@ semantics (see ``ronn.optimizer.fused_ops``):
 * ``FusedGemm(A, B, C?)``: ``activation(Gemm(A, B, C))``;
 * ``FusedMatMul(A, B, bias?)``: ``activation(MatMul(A, B) + bias)``;
 * ``LayerNormalization`` and ``Gelu``: the standard operators (opsets 17 and 20) for models
-  of older opsets.
+  of older opsets;
+* ``SqueezeExcitation(X, W1, B1?, W2, B2?)``: ``X * gate(Conv(act(Conv(mean(X), W1, B1)), W2,
+  B2))`` over channels-last X (the layout pass creates it; see ``_channels_last``).
+
+``FusedConv`` with ``channels_last`` 1 or 2 runs ``_channels_last.ChannelsLastConv``.
 
 ``activation`` is Relu, LeakyRelu, Clip, Sigmoid, HardSigmoid, HardSwish, Tanh, Gelu or
 Identity, with ``activation_alpha``/``activation_beta`` (LeakyRelu's alpha, HardSigmoid's alpha
@@ -123,7 +127,12 @@ def make_epilogue(ctx: KernelContext) -> Finish:
 
 @KERNELS.register("FusedConv", since=1)
 def fused_conv(ctx: KernelContext) -> KernelRun:
-    """Conv, then bias, residual ``Z`` and activation in one pass over the result."""
+    """Conv, then bias, residual ``Z`` and activation in one pass over the result;
+    ``channels_last`` 1 (X, Z, Y channels-last) or 2 (X channels-first, Z and Y channels-last)
+    runs :class:`._channels_last.ChannelsLastConv`."""
+    layout = int(ctx.attr("channels_last", 0))
+    if layout:
+        return _channels_last_conv(ctx, layout)
     attributes = {k: v for k, v in ctx.node.attributes.items() if k in CONV_ATTRIBUTES}
     conv = standard_kernel(ctx, "Conv", 2, attributes, _model_opset(ctx, "Conv"))
     finish = make_epilogue(ctx)
@@ -131,6 +140,60 @@ def fused_conv(ctx: KernelContext) -> KernelRun:
     def run(x, w, b=None, z=None):
         (y,) = conv(x, w)
         return (finish(y, b, z),)
+
+    return run
+
+
+#: the optimizer's layout pass asks this before it creates channels-last FusedConv nodes
+fused_conv.supports_channels_last = True  # type: ignore[attr-defined]
+
+
+def activation_spec(ctx: KernelContext, prefix: str = "") -> tuple[str | None, float, float]:
+    """The node's fused activation (attributes ``prefix + "activation..."``) as an epilogue name
+    (``_epilogue.ACTIVATIONS``), alpha and beta."""
+    name = str(ctx.attr(prefix + "activation", "Identity"))
+    alpha = ctx.attr(prefix + "activation_alpha", None)
+    beta = ctx.attr(prefix + "activation_beta", None)
+    if name == "Identity":
+        return None, 0.01, 0.0
+    if name == "Gelu":
+        tanh = str(ctx.attr(prefix + "activation_approximate", "none")) == "tanh"
+        return ("GeluTanh" if tanh else "Gelu"), 0.01, 0.0
+    if name == "Clip":
+        return name, -math.inf if alpha is None else float(alpha), math.inf if beta is None else float(beta)
+    alpha = float(alpha) if alpha is not None else (0.2 if name == "HardSigmoid" else 0.01)
+    beta = float(beta) if beta is not None else (0.5 if name == "HardSigmoid" else 0.0)
+    return name, alpha, beta
+
+
+def _channels_last_conv(ctx: KernelContext, layout: int) -> KernelRun:
+    from ._channels_last import ChannelsLastConv
+
+    if ctx.xp is not np or layout not in (1, 2):
+        raise ctx.fail(f"channels_last={layout} runs on numpy arrays with layout 1 or 2 only")
+    activation, alpha, beta = activation_spec(ctx)
+    op = ChannelsLastConv(ctx, activation=activation, alpha=alpha, beta=beta, nchw_input=layout == 2)
+
+    def run(x, w, b=None, z=None):
+        return (op(x, w, b, z),)
+
+    return run
+
+
+@KERNELS.register("SqueezeExcitation", since=1)
+def squeeze_excitation(ctx: KernelContext) -> KernelRun:
+    """A squeeze-and-excitation block over channels-last X (``channels_last=1``)."""
+    from ._channels_last import SqueezeExcitation
+
+    if ctx.xp is not np or int(ctx.attr("channels_last", 1)) != 1:
+        raise ctx.fail("SqueezeExcitation runs on numpy arrays with channels_last=1 only")
+    try:
+        op = SqueezeExcitation(activation_spec(ctx), activation_spec(ctx, "gate_"))
+    except ValueError as exc:
+        raise ctx.fail(str(exc)) from None
+
+    def run(x, w1, b1, w2, b2=None):
+        return (op(x, w1, b1, w2, b2),)
 
     return run
 
