@@ -223,6 +223,50 @@ def test_conv_patterns(name: str, tmp_path) -> None:
         assert ops == Counter({"Conv": 1}), ops
 
 
+def batchnorm_pattern(activation: str, *, reader: bool = False, dtype=np.float32) -> onnx.ModelProto:
+    """A pre-activation block (DenseNet): ``activation(BatchNormalization(x))`` then a Conv
+    (float32; onnxruntime has no float64 Conv); with ``reader`` the normalized value is also a
+    graph output (nothing may fuse)."""
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    c = 5
+    inits = [
+        _init("scale", RNG.uniform(0.5, 1.5, c), dtype), _init("shift", RNG.standard_normal(c), dtype),
+        _init("mean", RNG.standard_normal(c), dtype), _init("var", RNG.uniform(0.5, 1.5, c), dtype),
+        _init("W", RNG.standard_normal((3, c, 1, 1)) * 0.3, dtype),
+    ]
+    nodes = [helper.make_node("BatchNormalization", ["x", "scale", "shift", "mean", "var"], ["n"], epsilon=1e-3)]
+    if activation == "LeakyRelu":
+        nodes.append(helper.make_node("LeakyRelu", ["n"], ["a"], alpha=0.2))
+    elif activation == "Clip":
+        inits += [_init("lo", 0.0, dtype), _init("hi", 6.0, dtype)]
+        nodes.append(helper.make_node("Clip", ["n", "lo", "hi"], ["a"]))
+    else:
+        nodes.append(helper.make_node(activation, ["n"], ["a"]))
+    nodes.append(helper.make_node("Conv" if dtype == np.float32 else "Neg", ["a", "W"][: 2 if dtype == np.float32 else 1], ["y"]))
+    outputs = [_float("y", None, elem)] + ([_float("n", None, elem)] if reader else [])
+    return _model(nodes, [_float("x", ["N", c, 4, 6], elem)], outputs, inits, 17)
+
+
+BATCHNORM_CASES = {
+    "relu": (batchnorm_pattern("Relu"), True),
+    "leaky-relu": (batchnorm_pattern("LeakyRelu"), True),
+    "clip": (batchnorm_pattern("Clip"), True),
+    "sigmoid-float64": (batchnorm_pattern("Sigmoid", dtype=np.float64), True),
+    "normalized-value-read-elsewhere": (batchnorm_pattern("Relu", reader=True), False),
+}
+
+
+@pytest.mark.parametrize("name", list(BATCHNORM_CASES))
+def test_batchnorm_activation_patterns(name: str, tmp_path) -> None:
+    model, fuses = BATCHNORM_CASES[name]
+    feeds = feeds_for(model, seed=3)
+    reference = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    optimized = check_round_trip(model.SerializeToString(), tmp_path, feeds, reference=reference)
+    ops = Counter(n.op_type for n in optimized.model.graph.nodes)
+    assert (ops["FusedBatchNormalization"] == 1) is fuses, ops
+    assert (ops["BatchNormalization"] == 0) is fuses, ops
+
+
 def gemm_pattern(kind: str) -> onnx.ModelProto:
     w = _init("W", RNG.standard_normal((5, 3)))
     b = _init("b", RNG.standard_normal(3))

@@ -18,6 +18,8 @@ Operators (all ``since_version`` 1):
     :mod:`.layout`); W stays (M, C/group, kH, kW).
 ``FusedGemm(A, B, C?)``
     ``activation(Gemm(A, B, C))``: Gemm's attributes, plus the activation's.
+``FusedBatchNormalization(X, scale, B, input_mean, input_var)``
+    ``activation(BatchNormalization(X, ...))`` in inference: ``epsilon`` plus the activation's.
 ``FusedMatMul(A, B, bias?)``
     ``activation(MatMul(A, B) + bias)``: only the activation's attributes.
 ``LayerNormalization(X, Scale, B?)``
@@ -288,6 +290,13 @@ def _gemm_body(inputs: list[str], attributes: dict[str, Any], dtype: Any, opset:
     return tag, (["A", "B", "C"], nodes + tail, GEMM_ATTRIBUTES + ACTIVATION_ATTRIBUTES)
 
 
+def _batchnorm_body(inputs: list[str], attributes: dict[str, Any], dtype: Any, opset: int):  # noqa: ANN202
+    formal = ["X", "scale", "B", "input_mean", "input_var"]
+    nodes = [Node("BatchNormalization", formal, ["normalized"], attribute_refs={"epsilon": "epsilon"})]
+    tag, tail = _activation_body("normalized", attributes, dtype, opset)
+    return tag, (formal, nodes + tail, ("epsilon",) + ACTIVATION_ATTRIBUTES)
+
+
 def _matmul_body(inputs: list[str], attributes: dict[str, Any], dtype: Any, opset: int):  # noqa: ANN202
     biased = len(inputs) > 2 and bool(inputs[2])
     nodes = [Node("MatMul", ["A", "B"], ["product"])]
@@ -416,6 +425,7 @@ _BODIES = {
     "SqueezeExcitation": _squeeze_excitation_body,
     "FusedConv": _conv_body,
     "FusedGemm": _gemm_body,
+    "FusedBatchNormalization": _batchnorm_body,
     "FusedMatMul": _matmul_body,
     "LayerNormalization": _layer_norm_body,
     "Gelu": _gelu_body,

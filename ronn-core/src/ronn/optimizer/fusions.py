@@ -1,5 +1,5 @@
-"""Operator fusions: MatMul + Add into Gemm, and Conv / Gemm / MatMul with their bias,
-residual and activation into the ``ronn`` domain's fused operators (see :mod:`.fused_ops`).
+"""Operator fusions: MatMul + Add into Gemm, Conv / Gemm / MatMul with their bias,
+residual and activation, and BatchNormalization with its activation, into the ``ronn`` domain's fused operators (see :mod:`.fused_ops`).
 
 A fusion into a ``ronn`` operator happens only when the provider that would run the standard
 nodes has the fused kernel too, so a provider without it keeps the standard operators.
@@ -123,6 +123,47 @@ def _fuse_conv(graph: Graph, model: Model) -> bool:
         index.replace(chain[-1], fused)
         for done in chain[:-1]:
             index.remove(done)
+        changed = True
+    index.commit()
+    if changed:
+        remove_dead_nodes(graph)
+    return changed
+
+
+def fuse_batchnorm_activation(model: Model, context: OptimizerContext) -> bool:
+    """Inference BatchNormalization + activation -> ``ronn::FusedBatchNormalization``
+    (pre-activation networks such as DenseNet, where the BatchNormalization cannot fold into a
+    convolution before it)."""
+    if not can_fuse(context, model, ["BatchNormalization"], "FusedBatchNormalization"):
+        return False
+    return on_every_graph(model, lambda graph: _fuse_batchnorm(graph, model))
+
+
+def _fuse_batchnorm(graph: Graph, model: Model) -> bool:
+    sort_nodes(graph)
+    index = GraphIndex(graph)
+    opset = standard_opset(model)
+    changed = False
+    if opset < 9:  # older BatchNormalization has is_test / spatial variants
+        return False
+    for node in graph.nodes:
+        if not _standard(node, "BatchNormalization") or index.removed(node) or len(node.inputs) != 5:
+            continue
+        if int(node.attributes.get("training_mode", 0)) or any(node.outputs[1:]):
+            continue
+        after = _activation_after(index, node.outputs[0], opset)
+        if after is None:
+            continue
+        attributes = {"epsilon": float(node.attributes.get("epsilon", 1e-5))}
+        attributes.update(after[1].attributes())
+        dtype = index.dtype(node.inputs[0])
+        fused = make_fused_node(
+            model, "FusedBatchNormalization", list(node.inputs), list(after[0].outputs), attributes, dtype, node.name
+        )
+        if fused is None:
+            continue
+        index.replace(after[0], fused)
+        index.remove(node)
         changed = True
     index.commit()
     if changed:

@@ -42,6 +42,7 @@ PASSES = (
     ("attention_fusion", EXTENDED, 45, "attention", "fuse_attention"),
     ("conv_activation_fusion", EXTENDED, 50, "fusions", "fuse_conv_activation"),
     ("gemm_activation_fusion", EXTENDED, 51, "fusions", "fuse_gemm_activation"),
+    ("batchnorm_activation_fusion", EXTENDED, 53, "fusions", "fuse_batchnorm_activation"),
     ("matmul_activation_fusion", EXTENDED, 52, "fusions", "fuse_matmul_activation"),
     ("channels_last_layout", GraphOptimizationLevel.ORT_ENABLE_LAYOUT, 10, "layout", "convert_to_channels_last"),
 )

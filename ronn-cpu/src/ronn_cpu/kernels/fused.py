@@ -8,6 +8,8 @@ semantics (see ``ronn.optimizer.fused_ops``):
 * ``FusedConv(X, W, B?, Z?)``: ``activation(Conv(X, W) + B + Z)``;
 * ``FusedGemm(A, B, C?)``: ``activation(Gemm(A, B, C))``;
 * ``FusedMatMul(A, B, bias?)``: ``activation(MatMul(A, B) + bias)``;
+* ``FusedBatchNormalization(X, scale, B, mean, var)``: ``activation(BatchNormalization(X))``
+  in inference;
 * ``LayerNormalization`` and ``Gelu``: the standard operators (opsets 17 and 20) for models
   of older opsets;
 * ``SqueezeExcitation(X, W1, B1?, W2, B2?)``: ``X * gate(Conv(act(Conv(mean(X), W1, B1)), W2,
@@ -210,6 +212,18 @@ def fused_gemm(ctx: KernelContext) -> KernelRun:
         return (finish(y, None, None),)
 
     return run
+
+
+@KERNELS.register("FusedBatchNormalization", since=1)
+def fused_batch_normalization(ctx: KernelContext) -> KernelRun:
+    """Inference BatchNormalization and the activation in one pass over X."""
+    from ._norm import batch_norm_kernel
+
+    activation, alpha, beta = activation_spec(ctx)
+    node = Node("BatchNormalization", list(ctx.node.inputs), list(ctx.node.outputs[:1]), name=ctx.node.name,
+                attributes={"epsilon": float(ctx.attr("epsilon", 1e-5))})
+    sub = dataclasses.replace(ctx, node=node, opset=15)
+    return batch_norm_kernel(sub, activation=activation, alpha=alpha, beta=beta)
 
 
 @KERNELS.register("FusedMatMul", since=1)
