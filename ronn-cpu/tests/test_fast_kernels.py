@@ -206,6 +206,19 @@ CONV_CASES = [
     ((1, 200, 20, 20), (200, 1, 3, 3), {"group": 200, "pads": [1, 1, 1, 1]}),
 ]
 
+#: stride-1 convolutions with at most half as many outputs as inputs: the kn2row path
+KN2ROW_CASES = [
+    ((2, 16, 9, 10), (8, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ((1, 16, 9, 10), (4, 16, 3, 3), {}),
+    ((1, 16, 9, 10), (4, 16, 3, 2), {"pads": [0, 1, 2, 0], "dilations": [2, 1]}),
+    ((1, 12, 11, 9), (6, 12, 5, 5), {"pads": [2, 2, 2, 2], "dilations": [1, 2]}),
+    ((2, 16, 20), (8, 16, 3), {"pads": [1, 2], "dilations": [2]}),
+    ((1, 16, 6, 6), (8, 16, 3, 3), {"auto_pad": "SAME_UPPER", "dilations": [2, 2]}),
+    ((1, 128, 14, 14), (32, 128, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ((1, 64, 40, 40), (32, 64, 3, 3), {"pads": [1, 1, 1, 1]}),  # the parallel sums
+]
+CONV_CASES += KN2ROW_CASES
+
 
 def _conv_pads(x_shape, w_shape, attrs):
     rank = len(x_shape) - 2
@@ -262,6 +275,18 @@ def test_conv_matches_onnxruntime(case):
     (got,) = _run_ronn(model, {"x": x})
     (want,) = _run_ort(model, {"x": x})
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in KN2ROW_CASES if "auto_pad" not in c[2]], ids=lambda c: f"{c[0]}-{c[1]}-{sorted(c[2].items())}")
+def test_kn2row_conv_matches_onnxruntime(case):  # (onnxruntime has no dilated SAME padding)
+    x_shape, w_shape, attrs = case
+    x = RNG.standard_normal(x_shape).astype(np.float32)
+    w = RNG.standard_normal(w_shape).astype(np.float32)
+    b = RNG.standard_normal(w_shape[0]).astype(np.float32)
+    for bias in (True, False):
+        model = _conv_model(np.float32, attrs, bias, True, w, b)
+        np.testing.assert_allclose(_run_ronn(model, {"x": x})[0], _run_ort(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
 
 
 def test_conv_repeated_runs_and_shapes():

@@ -1,4 +1,5 @@
-"""Convolution helpers: im2col for the GEMM path, direct depthwise convolutions.
+"""Convolution helpers: im2col for the GEMM path, the shifted sums of the kn2row path, direct
+depthwise convolutions.
 
 All work on one image at a time in NCHW: ``x`` is (C, H, W) C-contiguous. The depthwise
 kernel has a ``_par`` variant that splits channels over numba's threads.
@@ -171,6 +172,64 @@ def im2col_rows(x, cols, kh, kw, sh, sw, dh, dw, ph, pw, oh_count, ow_count, oh0
     ``x`` (C, H, W) convolved into (OH, OW); pads read zero. (Serial only: it runs at memory
     speed, a second thread gains nothing.)"""
     _im2col_channels(x, cols, 0, x.shape[0], kh, kw, sh, sw, dh, dw, ph, pw, oh_count, ow_count, oh0, oh1)
+
+
+@njit(inline="always")
+def _kn2row_channels(parts, y, bias, m0, m1, kh, kw, dh, dw, pitch, oh, ow):
+    """y[m, oy, ox] = bias[m] + sum over taps (i, j) of parts[(i*kw + j)*M + m] read at
+    (oy + i*dh) * pitch + ox + j*dw, for output channels m0..m1 (y is (M, OH*OW))."""
+    out_channels = y.shape[0]
+    for m in range(m0, m1):
+        b = bias[m]
+        out = y[m]
+        if kh == 3 and kw == 3:  # nine streams, each output written once
+            p0 = parts[m]
+            p1 = parts[out_channels + m]
+            p2 = parts[2 * out_channels + m]
+            p3 = parts[3 * out_channels + m]
+            p4 = parts[4 * out_channels + m]
+            p5 = parts[5 * out_channels + m]
+            p6 = parts[6 * out_channels + m]
+            p7 = parts[7 * out_channels + m]
+            p8 = parts[8 * out_channels + m]
+            for oy in range(oh):
+                r0 = oy * pitch
+                r1 = r0 + dh * pitch
+                r2 = r1 + dh * pitch
+                o = oy * ow
+                for ox in range(ow):
+                    out[o + ox] = (
+                        b + p0[r0 + ox] + p1[r0 + ox + dw] + p2[r0 + ox + 2 * dw]
+                        + p3[r1 + ox] + p4[r1 + ox + dw] + p5[r1 + ox + 2 * dw]
+                        + p6[r2 + ox] + p7[r2 + ox + dw] + p8[r2 + ox + 2 * dw]
+                    )  # fmt: skip
+        else:
+            for oy in range(oh):
+                o = oy * ow
+                for ox in range(ow):
+                    out[o + ox] = b
+                for i in range(kh):
+                    for j in range(kw):
+                        src = parts[(i * kw + j) * out_channels + m]
+                        base = (oy + i * dh) * pitch + j * dw
+                        for ox in range(ow):
+                            out[o + ox] += src[base + ox]
+
+
+@njit(**_OPTS)
+def kn2row_sum(parts, y, bias, kh, kw, dh, dw, pitch, oh, ow):
+    """The kn2row convolution's second half: the shifted sums of the per-tap products
+    ``parts`` ((kh*kw*M, HP*pitch), one GEMM over the padded image) into y (M, OH*OW)."""
+    _kn2row_channels(parts, y, bias, 0, y.shape[0], kh, kw, dh, dw, pitch, oh, ow)
+
+
+@njit(**_PAR)
+def kn2row_sum_par(parts, y, bias, kh, kw, dh, dw, pitch, oh, ow):
+    channels = y.shape[0]
+    chunks = min(channels, 16)
+    for k in prange(chunks):
+        _kn2row_channels(parts, y, bias, k * channels // chunks, (k + 1) * channels // chunks,
+                         kh, kw, dh, dw, pitch, oh, ow)  # fmt: skip
 
 
 @njit(inline="always")

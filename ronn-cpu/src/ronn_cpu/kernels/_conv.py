@@ -190,9 +190,10 @@ _SMALL_GEMM = 1 << 16
 _COLUMNS_BUDGET = 1 << 20
 
 
-def scratch(size: int, dtype: np.dtype) -> np.ndarray:
-    """A reusable per-thread 1-D buffer of at least ``size`` elements (contents undefined)."""
-    name = "buffer_" + dtype.char
+def scratch(size: int, dtype: np.dtype, purpose: str = "") -> np.ndarray:
+    """A reusable per-thread 1-D buffer of at least ``size`` elements (contents undefined);
+    a kernel needing two at once names the second by ``purpose``."""
+    name = "buffer_" + dtype.char + purpose
     buffer = getattr(_scratch, name, None)
     if buffer is None or buffer.size < size:
         buffer = np.empty(max(size, 1 << 16), dtype)
@@ -384,6 +385,8 @@ class FastConv:
                 execute = self._depthwise_plan(x, geometry)
             elif geometry.kernel == (1, 1) and not any(geometry.begins) and not any(geometry.ends):
                 execute = self._pointwise_plan(x, w, geometry)
+            elif self._kn2row_pays(channels, out_channels, group, geometry):
+                execute = self._kn2row_plan(x, w, geometry, work)
             else:
                 execute = self._im2col_plan(x, w, geometry, work)
             finish = None
@@ -482,6 +485,72 @@ class FastConv:
             bias = zeros if shift is None else shift
             for image in range(n):
                 fn(x4[image], w3, bias, y4[image], sh, sw, dh, dw, ph, pw)
+            return True
+
+        return execute
+
+    @staticmethod
+    def _kn2row_pays(channels: int, out_channels: int, group: int, geometry: _Geometry2d) -> bool:
+        """Whether the kn2row path beats im2col: stride 1, one group, and at most half as many
+        outputs as inputs (DenseNet's growth convolutions), where one GEMM with kh*kw times
+        the output rows moves less data than the columns kh*kw times the input would."""
+        return (
+            group == 1 and geometry.strides == (1, 1) and geometry.kernel != (1, 1)
+            and 2 * out_channels <= channels
+        )  # fmt: skip
+
+    def _kn2row_plan(self, x: np.ndarray, w: np.ndarray, geometry: _Geometry2d, work: np.dtype) -> Any:
+        """A stride-1 convolution as one GEMM and shifted sums (kn2row): the padded image
+        (C, HP * WP) times all taps' weights stacked ((kh*kw*M, C), prepared once) gives each
+        tap's product at every padded position; output (oy, ox) sums tap (i, j)'s product at
+        (oy + i*dh, ox + j*dw), with the bias, in one numba pass. No columns are built."""
+        from ._epilogue import unit_scale
+
+        module = _jit_conv()
+        n, channels = x.shape[:2]
+        out_channels = w.shape[0]
+        (kh, kw), (oh, ow) = geometry.kernel, geometry.out_2d
+        (dh, dw), (ph, pw), (eh, ew) = geometry.dilations, geometry.begins, geometry.ends
+        height, width = (1,) + x.shape[2:] if x.ndim == 3 else x.shape[2:]
+        hp, wp = height + ph + eh, width + pw + ew
+        padded_size = channels * hp * wp
+        taps = kh * kw
+        parts_shape = (taps * out_channels, hp * wp)
+        summing = module.kn2row_sum_par if parallel(out_channels * oh * ow * taps) else module.kn2row_sum
+        zeros = unit_scale(out_channels, work)[1]
+        stacked: list[Any] = [None, None]  # (source weight, (taps*M, C) stacked weight)
+
+        def stack(weight: np.ndarray) -> np.ndarray:
+            if stacked[0] is not weight:
+                # (M, C, kh, kw) -> (kh, kw, M, C): tap-major rows
+                stacked[1] = np.ascontiguousarray(weight.reshape(out_channels, channels, kh, kw).transpose(2, 3, 0, 1))
+                stacked[1] = stacked[1].reshape(taps * out_channels, channels)
+                stacked[0] = weight
+            return stacked[1]
+
+        if self._weight is not None and self._weight.dtype == work:
+            stack(self._weight)  # the initializer's stacked copy, made once
+
+        def execute(values: np.ndarray, weight: np.ndarray, shift: Any, y: np.ndarray) -> bool:
+            w2 = stack(weight)
+            x4 = values.reshape(n, channels, height, width)
+            y3 = y.reshape(n, out_channels, oh * ow)
+            bias = zeros if shift is None else shift
+            parts = scratch(parts_shape[0] * parts_shape[1], work).reshape(parts_shape)
+            if ph or pw or eh or ew:
+                padded = scratch(padded_size, work, "padded").reshape(channels, hp, wp)
+                padded[:, :ph] = 0
+                padded[:, ph + height :] = 0
+                padded[:, ph : ph + height, :pw] = 0
+                padded[:, ph : ph + height, pw + width :] = 0
+            for image in range(n):
+                if ph or pw or eh or ew:
+                    padded[:, ph : ph + height, pw : pw + width] = x4[image]
+                    source = padded.reshape(channels, hp * wp)
+                else:
+                    source = x4[image].reshape(channels, hp * wp)
+                np.matmul(w2, source, out=parts)
+                summing(parts, y3[image], bias, kh, kw, dh, dw, wp, oh, ow)
             return True
 
         return execute
