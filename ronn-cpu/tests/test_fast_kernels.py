@@ -217,7 +217,14 @@ KN2ROW_CASES = [
     ((1, 128, 14, 14), (32, 128, 3, 3), {"pads": [1, 1, 1, 1]}),
     ((1, 64, 40, 40), (32, 64, 3, 3), {"pads": [1, 1, 1, 1]}),  # the parallel sums
 ]
-CONV_CASES += KN2ROW_CASES
+#: stride-1 convolutions with more outputs, over at least 100 positions: shifted-copy columns
+SHIFTED_CASES = [
+    ((2, 4, 12, 11), (6, 4, 3, 2), {"pads": [1, 0, 2, 1], "dilations": [2, 1]}),
+    ((1, 3, 14, 15), (8, 3, 5, 5), {"pads": [2, 2, 2, 2]}),
+    ((1, 3, 150), (5, 3, 4), {"pads": [1, 2]}),
+    ((1, 8, 12, 12), (8, 8, 3, 3), {"auto_pad": "SAME_LOWER"}),
+]
+CONV_CASES += KN2ROW_CASES + SHIFTED_CASES
 
 
 def _conv_pads(x_shape, w_shape, attrs):
@@ -278,8 +285,8 @@ def test_conv_matches_onnxruntime(case):
 
 
 @pytest.mark.parametrize(
-    "case", [c for c in KN2ROW_CASES if "auto_pad" not in c[2]], ids=lambda c: f"{c[0]}-{c[1]}-{sorted(c[2].items())}")
-def test_kn2row_conv_matches_onnxruntime(case):  # (onnxruntime has no dilated SAME padding)
+    "case", [c for c in KN2ROW_CASES + SHIFTED_CASES if "auto_pad" not in c[2]], ids=lambda c: f"{c[0]}-{c[1]}-{sorted(c[2].items())}")
+def test_stride1_conv_paths_match_onnxruntime(case):  # (onnxruntime has no dilated SAME padding)
     x_shape, w_shape, attrs = case
     x = RNG.standard_normal(x_shape).astype(np.float32)
     w = RNG.standard_normal(w_shape).astype(np.float32)

@@ -387,6 +387,8 @@ class FastConv:
                 execute = self._pointwise_plan(x, w, geometry)
             elif self._kn2row_pays(channels, out_channels, group, geometry):
                 execute = self._kn2row_plan(x, w, geometry, work)
+            elif group == 1 and geometry.strides == (1, 1) and geometry.out_2d[0] * geometry.out_2d[1] >= 100:
+                execute = self._shifted_plan(x, w, geometry, work)
             else:
                 execute = self._im2col_plan(x, w, geometry, work)
             finish = None
@@ -552,6 +554,47 @@ class FastConv:
                 np.matmul(w2, source, out=parts)
                 summing(parts, y3[image], bias, kh, kw, dh, dw, wp, oh, ow)
             return True
+
+        return execute
+
+    def _shifted_plan(self, x: np.ndarray, w: np.ndarray, geometry: _Geometry2d, work: np.dtype) -> Any:
+        """A stride-1 convolution as one GEMM over columns that are plain copies: on the padded
+        image's grid (output width padded to the input's, WP), tap (i, j)'s column row for
+        channel c is the padded plane from offset i*dh*WP + j*dw on, so building the columns
+        is kh*kw contiguous slice copies instead of a gather. The GEMM's result has WP - OW
+        extra columns per output row, dropped while copying it into the output."""
+        n, channels = x.shape[:2]
+        out_channels = w.shape[0]
+        (kh, kw), (oh, ow) = geometry.kernel, geometry.out_2d
+        (dh, dw), (ph, pw), (eh, ew) = geometry.dilations, geometry.begins, geometry.ends
+        height, width = (1,) + x.shape[2:] if x.ndim == 3 else x.shape[2:]
+        hp, wp = height + ph + eh, width + pw + ew
+        taps = kh * kw
+        span = oh * wp  # GEMM columns: every output row at the padded width
+        slack = (kw - 1) * dw  # the last row's extra columns read past the padded image
+        offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
+        padded_size = channels * (hp * wp + slack)
+
+        def execute(values: np.ndarray, weight: np.ndarray, shift: Any, y: np.ndarray) -> bool:
+            x4 = values.reshape(n, channels, height, width)
+            y3 = y.reshape(n, out_channels, oh, ow)
+            w2 = weight.reshape(out_channels, channels * taps)  # rows ordered (c, i, j) as the columns
+            flat = scratch(padded_size, work, "padded").reshape(channels, hp * wp + slack)
+            plane = flat[:, : hp * wp].reshape(channels, hp, wp)
+            flat[:, hp * wp :] = 0
+            plane[:, :ph] = 0
+            plane[:, ph + height :] = 0
+            plane[:, ph : ph + height, :pw] = 0
+            plane[:, ph : ph + height, pw + width :] = 0
+            cols = scratch(channels * taps * span, work).reshape(channels, taps, span)
+            wide = scratch(out_channels * span, work, "wide").reshape(out_channels, span)
+            for image in range(n):
+                plane[:, ph : ph + height, pw : pw + width] = x4[image]
+                for tap, offset in enumerate(offsets):
+                    cols[:, tap] = flat[:, offset : offset + span]
+                np.matmul(w2, cols.reshape(channels * taps, span), out=wide)
+                y3[image] = wide.reshape(out_channels, oh, wp)[:, :, :ow]
+            return False
 
         return execute
 
