@@ -74,6 +74,11 @@ class ValueInfo:
     doc_string: str = ""
 
 
+#: standard operators with graph attributes (If, Loop, Scan, SequenceMap); other standard ones have none
+_GRAPH_HOLDERS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+_STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+
+
 @dataclass
 class Node:
     """One operator application. Omitted optional inputs and outputs are ``""``."""
@@ -98,6 +103,8 @@ class Node:
 
     def subgraphs(self) -> list[Graph]:
         """Every graph held in this node's attributes (a new list; most often empty)."""
+        if self.domain in _STANDARD_DOMAINS and self.op_type not in _GRAPH_HOLDERS:
+            return []  # the standard operators without a graph attribute: most nodes, checked fast
         found: list[Graph] = []
         for value in self.attributes.values():
             if isinstance(value, Graph):

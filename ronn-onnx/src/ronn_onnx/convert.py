@@ -83,8 +83,19 @@ def _dim(dim: onnx.TensorShapeProto.Dimension) -> int | str | None:
     return dim.dim_param or None
 
 
-def _value_info(proto: onnx.ValueInfoProto) -> ValueInfo:
-    value_type = type_from_proto(proto.type) if proto.HasField("type") else None
+def _value_info(proto: onnx.ValueInfoProto, known: dict[bytes, ValueType | None] | None = None) -> ValueInfo:
+    """A ValueInfoProto as IR; ``known`` shares one (immutable) type among values whose
+    TypeProtos are equal byte for byte (the many values of a model that share a shape)."""
+    value_type = None
+    if proto.HasField("type"):
+        if known is None:
+            value_type = type_from_proto(proto.type)
+        else:
+            key = proto.type.SerializeToString()
+            if key in known:
+                value_type = known[key]
+            else:
+                value_type = known[key] = type_from_proto(proto.type)
     return ValueInfo(proto.name, value_type, proto.doc_string)
 
 
@@ -149,12 +160,13 @@ def graph_from_proto(proto: onnx.GraphProto) -> Graph:
     initializers: dict[str, Any] = {t.name: _readonly(tensor_to_array(t)) for t in proto.initializer}
     for sparse in proto.sparse_initializer:
         initializers[sparse.values.name] = _readonly(sparse_to_array(sparse))
+    known: dict[bytes, ValueType | None] = {}
     return Graph(
         nodes=[node_from_proto(n) for n in proto.node],
-        inputs=[_value_info(v) for v in proto.input],
-        outputs=[_value_info(v) for v in proto.output],
+        inputs=[_value_info(v, known) for v in proto.input],
+        outputs=[_value_info(v, known) for v in proto.output],
         initializers=initializers,
-        value_info={v.name: _value_info(v) for v in proto.value_info},
+        value_info={v.name: _value_info(v, known) for v in proto.value_info},
         name=proto.name,
         doc_string=proto.doc_string,
     )

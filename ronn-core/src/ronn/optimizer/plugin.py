@@ -69,6 +69,8 @@ class LazyPass:
 def _names_values(model: Model) -> bool:
     """Whether an operator refers to values by name in its attributes (training's Gradient):
     renaming or fusing values would break it, so such models are left as they are."""
+    if "ai.onnx.preview.training" not in model.opset_imports:
+        return False
     return any(
         node.op_type == "Gradient" and node.domain == "ai.onnx.preview.training"
         for _, node in model.graph.walk()
