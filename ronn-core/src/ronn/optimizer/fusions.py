@@ -7,6 +7,9 @@ nodes has the fused kernel too, so a provider without it keeps the standard oper
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ..ir import Graph, Model, Node
 from ..registry import OptimizerContext
 from ._graph import GraphIndex, can_fuse, on_every_graph, remove_dead_nodes, sort_nodes, standard_opset
@@ -133,68 +136,50 @@ def _fuse_conv(graph: Graph, model: Model) -> bool:
 def fuse_batchnorm_activation(model: Model, context: OptimizerContext) -> bool:
     """Inference BatchNormalization + activation -> ``ronn::FusedBatchNormalization``
     (pre-activation networks such as DenseNet, where the BatchNormalization cannot fold into a
-    convolution before it)."""
-    if not can_fuse(context, model, ["BatchNormalization"], "FusedBatchNormalization"):
+    convolution before it). Opsets before 9 (``is_test`` / ``spatial`` variants) are left."""
+    if standard_opset(model) < 9 or not can_fuse(context, model, ["BatchNormalization"], "FusedBatchNormalization"):
         return False
-    return on_every_graph(model, lambda graph: _fuse_batchnorm(graph, model))
 
+    def attributes(node: Node) -> dict[str, Any] | None:
+        if len(node.inputs) != 5 or int(node.attributes.get("training_mode", 0)) or any(node.outputs[1:]):
+            return None
+        return {"epsilon": float(node.attributes.get("epsilon", 1e-5))}
 
-def _fuse_batchnorm(graph: Graph, model: Model) -> bool:
-    sort_nodes(graph)
-    index = GraphIndex(graph)
-    opset = standard_opset(model)
-    changed = False
-    if opset < 9:  # older BatchNormalization has is_test / spatial variants
-        return False
-    for node in graph.nodes:
-        if not _standard(node, "BatchNormalization") or index.removed(node) or len(node.inputs) != 5:
-            continue
-        if int(node.attributes.get("training_mode", 0)) or any(node.outputs[1:]):
-            continue
-        after = _activation_after(index, node.outputs[0], opset)
-        if after is None:
-            continue
-        attributes = {"epsilon": float(node.attributes.get("epsilon", 1e-5))}
-        attributes.update(after[1].attributes())
-        dtype = index.dtype(node.inputs[0])
-        fused = make_fused_node(
-            model, "FusedBatchNormalization", list(node.inputs), list(after[0].outputs), attributes, dtype, node.name
-        )
-        if fused is None:
-            continue
-        index.replace(after[0], fused)
-        index.remove(node)
-        changed = True
-    index.commit()
-    if changed:
-        remove_dead_nodes(graph)
-    return changed
+    return on_every_graph(model, lambda graph: _fuse_with_activation(graph, model, "BatchNormalization", attributes))
 
 
 def fuse_gemm_activation(model: Model, context: OptimizerContext) -> bool:
     """Gemm + activation -> ``ronn::FusedGemm``."""
     if not can_fuse(context, model, ["Gemm"], "FusedGemm"):
         return False
-    return on_every_graph(model, lambda graph: _fuse_gemm(graph, model))
+
+    def attributes(node: Node) -> dict[str, Any]:
+        return {k: v for k, v in node.attributes.items() if k in GEMM_ATTRIBUTES}
+
+    return on_every_graph(model, lambda graph: _fuse_with_activation(graph, model, "Gemm", attributes))
 
 
-def _fuse_gemm(graph: Graph, model: Model) -> bool:
+def _fuse_with_activation(
+    graph: Graph, model: Model, op: str, attributes_of: Callable[[Node], dict[str, Any] | None]
+) -> bool:
+    """Each standard ``op`` node followed by an activation (its output's only reader) becomes
+    ``ronn::Fused{op}`` with the node's inputs, ``attributes_of(node)`` (None: not fusable)
+    and the activation's attributes."""
     sort_nodes(graph)
     index = GraphIndex(graph)
     opset = standard_opset(model)
     changed = False
     for node in graph.nodes:
-        if not _standard(node, "Gemm") or index.removed(node):
+        if not _standard(node, op) or index.removed(node):
             continue
-        after = _activation_after(index, node.outputs[0], opset)
+        own = attributes_of(node)
+        after = _activation_after(index, node.outputs[0], opset) if own is not None else None
         if after is None:
             continue
-        attributes = {k: v for k, v in node.attributes.items() if k in GEMM_ATTRIBUTES}
+        attributes = dict(own)
         attributes.update(after[1].attributes())
         dtype = index.dtype(node.inputs[0])
-        fused = make_fused_node(
-            model, "FusedGemm", list(node.inputs), list(after[0].outputs), attributes, dtype, node.name
-        )
+        fused = make_fused_node(model, f"Fused{op}", list(node.inputs), list(after[0].outputs), attributes, dtype, node.name)
         if fused is None:
             continue
         index.replace(after[0], fused)

@@ -213,6 +213,22 @@ def _jit_conv() -> Any:
     return _jit_module
 
 
+def _padded_frame(x: np.ndarray, w: np.ndarray, geometry: _Geometry2d) -> tuple[int, ...]:
+    """(N, C, M, H, W, HP, WP) of a 1-D or 2-D convolution: its sizes and the padded image's."""
+    height, width = (1,) + x.shape[2:] if x.ndim == 3 else x.shape[2:]
+    (ph, pw), (eh, ew) = geometry.begins, geometry.ends
+    return x.shape[0], x.shape[1], w.shape[0], height, width, height + ph + eh, width + pw + ew
+
+
+def _zero_borders(plane: np.ndarray, ph: int, pw: int, height: int, width: int) -> np.ndarray:
+    """Zero the padding around the (height, width) image at (ph, pw) in (C, HP, WP) ``plane``."""
+    plane[:, :ph] = 0
+    plane[:, ph + height :] = 0
+    plane[:, ph : ph + height, :pw] = 0
+    plane[:, ph : ph + height, pw + width :] = 0
+    return plane
+
+
 _REFERENCE = object()  # plan marker: the numpy reference computes this shape
 
 
@@ -509,12 +525,9 @@ class FastConv:
         from ._epilogue import unit_scale
 
         module = _jit_conv()
-        n, channels = x.shape[:2]
-        out_channels = w.shape[0]
+        n, channels, out_channels, height, width, hp, wp = _padded_frame(x, w, geometry)
         (kh, kw), (oh, ow) = geometry.kernel, geometry.out_2d
-        (dh, dw), (ph, pw), (eh, ew) = geometry.dilations, geometry.begins, geometry.ends
-        height, width = (1,) + x.shape[2:] if x.ndim == 3 else x.shape[2:]
-        hp, wp = height + ph + eh, width + pw + ew
+        (dh, dw), (ph, pw) = geometry.dilations, geometry.begins
         padded_size = channels * hp * wp
         taps = kh * kw
         parts_shape = (taps * out_channels, hp * wp)
@@ -539,14 +552,10 @@ class FastConv:
             y3 = y.reshape(n, out_channels, oh * ow)
             bias = zeros if shift is None else shift
             parts = scratch(parts_shape[0] * parts_shape[1], work).reshape(parts_shape)
-            if ph or pw or eh or ew:
-                padded = scratch(padded_size, work, "padded").reshape(channels, hp, wp)
-                padded[:, :ph] = 0
-                padded[:, ph + height :] = 0
-                padded[:, ph : ph + height, :pw] = 0
-                padded[:, ph : ph + height, pw + width :] = 0
+            if hp != height or wp != width:
+                padded = _zero_borders(scratch(padded_size, work, "padded").reshape(channels, hp, wp), ph, pw, height, width)
             for image in range(n):
-                if ph or pw or eh or ew:
+                if hp != height or wp != width:
                     padded[:, ph : ph + height, pw : pw + width] = x4[image]
                     source = padded.reshape(channels, hp * wp)
                 else:
@@ -563,12 +572,9 @@ class FastConv:
         channel c is the padded plane from offset i*dh*WP + j*dw on, so building the columns
         is kh*kw contiguous slice copies instead of a gather. The GEMM's result has WP - OW
         extra columns per output row, dropped while copying it into the output."""
-        n, channels = x.shape[:2]
-        out_channels = w.shape[0]
+        n, channels, out_channels, height, width, hp, wp = _padded_frame(x, w, geometry)
         (kh, kw), (oh, ow) = geometry.kernel, geometry.out_2d
-        (dh, dw), (ph, pw), (eh, ew) = geometry.dilations, geometry.begins, geometry.ends
-        height, width = (1,) + x.shape[2:] if x.ndim == 3 else x.shape[2:]
-        hp, wp = height + ph + eh, width + pw + ew
+        (dh, dw), (ph, pw) = geometry.dilations, geometry.begins
         taps = kh * kw
         span = oh * wp  # GEMM columns: every output row at the padded width
         slack = (kw - 1) * dw  # the last row's extra columns read past the padded image
@@ -580,12 +586,8 @@ class FastConv:
             y3 = y.reshape(n, out_channels, oh, ow)
             w2 = weight.reshape(out_channels, channels * taps)  # rows ordered (c, i, j) as the columns
             flat = scratch(padded_size, work, "padded").reshape(channels, hp * wp + slack)
-            plane = flat[:, : hp * wp].reshape(channels, hp, wp)
+            plane = _zero_borders(flat[:, : hp * wp].reshape(channels, hp, wp), ph, pw, height, width)
             flat[:, hp * wp :] = 0
-            plane[:, :ph] = 0
-            plane[:, ph + height :] = 0
-            plane[:, ph : ph + height, :pw] = 0
-            plane[:, ph : ph + height, pw + width :] = 0
             cols = scratch(channels * taps * span, work).reshape(channels, taps, span)
             wide = scratch(out_channels * span, work, "wide").reshape(out_channels, span)
             for image in range(n):
