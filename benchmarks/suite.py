@@ -4,7 +4,8 @@
     uv run python benchmarks/suite.py [--threads 2] [--blocks 8] [--runs 5] [--only NAME ...]
 
 For each model, in one process: session creation (fresh sessions, alternating runtimes, the
-median of ``--creations``), then median latency over alternating blocks of runs (both runtimes
+median of ``--creations``; measured before the model has run), then median latency over
+alternating blocks of runs (both runtimes
 warmed up first); peak RSS in separate child processes (``ronn bench``'s, VmHWM: create, run).
 Ratios are ronn / onnxruntime; the last line is the geometric mean of the latency ratios.
 numba's cache is warm for creation times once any run has happened (the kernels compile on
@@ -51,6 +52,27 @@ def cases() -> list[Case]:
     ]
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _blas() -> str:
+    """numpy's BLAS as threadpoolctl sees it: library, version, kernel architecture."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown"
+    found = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})" for i in found) or "none"
+
+
 def creation_ms(path: str, threads: int, repeats: int) -> dict[str, float]:
     """Median session-creation time per runtime, creating fresh sessions in alternation."""
     times: dict[str, list[float]] = {"ronn": [], "onnxruntime": []}
@@ -69,6 +91,7 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=8)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--block-warmup", type=int, default=2)
     parser.add_argument("--creations", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--only", nargs="*", help="model names (as in the table) to run")
@@ -78,7 +101,9 @@ def main() -> int:
     missing = [c.path for c in selected if not os.path.exists(c.path)]
     if missing:
         sys.exit(f"missing models (run benchmarks/make_models.py first): {', '.join(missing)}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads {args.threads}")
+    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores; threads {args.threads}; BLAS: {_blas()}")
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        print(f"note: OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} pins numpy's OpenBLAS kernels (unset it to measure what users get)")
     print(
         "| model | input | ronn ms | onnxruntime ms | latency ratio | creation ms (ronn / ort) | creation ratio "
         "| peak RSS MB (ronn / ort) | RSS ratio |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -86,8 +111,8 @@ def main() -> int:
     ratios = []
     for case in selected:
         feeds = make_feeds(case.path, case.dims, 0)
+        creation = creation_ms(case.path, args.threads, args.creations)  # before any run: a fresh process's case
         results = measure(case.path, ["ronn", "onnxruntime"], feeds, args)
-        creation = creation_ms(case.path, args.threads, args.creations)
         mine = statistics.median(results["ronn"].latencies_ms)
         theirs = statistics.median(results["onnxruntime"].latencies_ms)
         ratios.append(mine / theirs)

@@ -1,7 +1,10 @@
 """``ronn bench``: latency percentiles, throughput, session creation and peak memory.
 
 With ``--compare onnxruntime`` both runtimes run in this process in alternating blocks (the
-machine's speed drifts, so neither gets the fast minutes), and the report gives ratios.
+machine's speed drifts, so neither gets the fast minutes), and the report gives ratios. Each
+block starts with ``--block-warmup`` untimed runs: right after one runtime's block, its idle
+threads (onnxruntime's spinning intra-op pool, OpenBLAS's workers) still take the cores for a
+while and would slow the other's first runs.
 Peak memory is measured in a child process per runtime, where the peak is that runtime's own.
 """
 
@@ -109,6 +112,8 @@ def measure(model_path: str, runtimes: list[str], feeds: dict[str, np.ndarray], 
         order = runtimes if block % 2 == 0 else list(reversed(runtimes))
         for name in order:
             session = sessions[name]
+            for _ in range(getattr(args, "block_warmup", 0) if len(runtimes) > 1 else 0):
+                session.run(None, feeds)  # untimed: the other runtime's threads settle first
             results[name].latencies_ms += time_block(lambda: session.run(None, feeds), args.runs)
         if time.perf_counter() > deadline:
             break
