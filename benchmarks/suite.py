@@ -93,6 +93,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--block-warmup", type=int, default=2)
     parser.add_argument("--creations", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="repeat the latency measurement (fresh sessions); the table gives the median "
+                        "repeat and the range of the ratios")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--only", nargs="*", help="model names (as in the table) to run")
     args = parser.parse_args()
@@ -112,17 +115,22 @@ def main() -> int:
     for case in selected:
         feeds = make_feeds(case.path, case.dims, 0)
         creation = creation_ms(case.path, args.threads, args.creations)  # before any run: a fresh process's case
-        results = measure(case.path, ["ronn", "onnxruntime"], feeds, args)
-        mine = statistics.median(results["ronn"].latencies_ms)
-        theirs = statistics.median(results["onnxruntime"].latencies_ms)
-        ratios.append(mine / theirs)
+        repeats = []
+        for _ in range(max(1, args.repeat)):
+            results = measure(case.path, ["ronn", "onnxruntime"], feeds, args)
+            pair = (statistics.median(results["ronn"].latencies_ms), statistics.median(results["onnxruntime"].latencies_ms))
+            repeats.append((pair[0] / pair[1], pair))
+        repeats.sort()
+        ratio, (mine, theirs) = repeats[len(repeats) // 2]
+        ratios.append(ratio)
+        spread = f" ({repeats[0][0]:.2f}-{repeats[-1][0]:.2f})" if len(repeats) > 1 else ""
         memory = "n/a | n/a"
         if not args.no_memory:
             rss = {runtime: peak_memory(case.path, runtime, feeds, args) for runtime in ("ronn", "onnxruntime")}
             if None not in rss.values():
                 memory = f"{rss['ronn']:.0f} / {rss['onnxruntime']:.0f} | {rss['ronn'] / rss['onnxruntime']:.2f}"
         print(
-            f"| {case.name} | {case.shape} | {mine:.2f} | {theirs:.2f} | {mine / theirs:.2f} "
+            f"| {case.name} | {case.shape} | {mine:.2f} | {theirs:.2f} | {ratio:.2f}{spread} "
             f"| {creation['ronn']:.0f} / {creation['onnxruntime']:.0f} | {creation['ronn'] / creation['onnxruntime']:.2f} "
             f"| {memory} |",
             flush=True,
