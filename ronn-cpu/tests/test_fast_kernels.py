@@ -296,6 +296,32 @@ def test_stride1_conv_paths_match_onnxruntime(case):  # (onnxruntime has no dila
         np.testing.assert_allclose(_run_ronn(model, {"x": x})[0], _run_ort(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
 
 
+def test_stride1_conv_paths_with_weight_inputs_from_many_threads():
+    """Prepared weights (kn2row's stacked taps) are per weight: concurrent runs feeding
+    different weights each get their own convolution."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = []
+    for x_shape, w_shape, attrs in (KN2ROW_CASES[0], SHIFTED_CASES[1]):
+        model = _conv_model(np.float32, attrs, False, False, None, None)
+        session = ronn.InferenceSession(model)
+        strides, pads, dilations = _conv_pads(x_shape, w_shape, attrs)
+        for seed in range(6):
+            rng = np.random.default_rng(seed)
+            x = rng.standard_normal(x_shape).astype(np.float32)
+            w = rng.standard_normal(w_shape).astype(np.float32)
+            cases.append((session, x, w, reference_conv(x, w, None, strides, pads, dilations, 1)))
+
+    def check(case):
+        runner, x, w, want = case
+        for _ in range(5):
+            (got,) = runner.run(None, {"x": x, "w": w})
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(check, cases * 2))
+
+
 def test_conv_repeated_runs_and_shapes():
     """Plans are per input shape; prepared weights are reused across runs."""
     w = RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)

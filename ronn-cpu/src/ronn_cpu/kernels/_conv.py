@@ -533,15 +533,16 @@ class FastConv:
         parts_shape = (taps * out_channels, hp * wp)
         summing = module.kn2row_sum_par if parallel(out_channels * oh * ow * taps) else module.kn2row_sum
         zeros = unit_scale(out_channels, work)[1]
-        stacked: list[Any] = [None, None]  # (source weight, (taps*M, C) stacked weight)
+        stacked: list[Any] = [(None, None)]  # [(source weight, its (taps*M, C) stack)]: replaced whole
 
         def stack(weight: np.ndarray) -> np.ndarray:
-            if stacked[0] is not weight:
+            source, prepared = stacked[0]  # one read: concurrent runs never mix two weights' entries
+            if source is not weight:
                 # (M, C, kh, kw) -> (kh, kw, M, C): tap-major rows
-                stacked[1] = np.ascontiguousarray(weight.reshape(out_channels, channels, kh, kw).transpose(2, 3, 0, 1))
-                stacked[1] = stacked[1].reshape(taps * out_channels, channels)
-                stacked[0] = weight
-            return stacked[1]
+                shaped = weight.reshape(out_channels, channels, kh, kw).transpose(2, 3, 0, 1)
+                prepared = np.ascontiguousarray(shaped).reshape(taps * out_channels, channels)
+                stacked[0] = (weight, prepared)
+            return prepared
 
         if self._weight is not None and self._weight.dtype == work:
             stack(self._weight)  # the initializer's stacked copy, made once
