@@ -128,6 +128,14 @@ EXTENSION_TYPES = frozenset(
 )
 
 
+#: numpy dtypes of the four float8 types with sign, exponent and mantissa (e4m3fn, e4m3fnuz,
+#: e5m2, e5m2fnuz; not the exponent-only e8m0)
+FLOAT8_DTYPES = frozenset(
+    _NUMPY[t]
+    for t in (DataType.FLOAT8E4M3FN, DataType.FLOAT8E4M3FNUZ, DataType.FLOAT8E5M2, DataType.FLOAT8E5M2FNUZ)
+)
+
+
 def to_numpy(dtype: DataType | int) -> np.dtype:
     """The numpy dtype for an ONNX type code."""
     try:

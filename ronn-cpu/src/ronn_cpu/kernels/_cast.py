@@ -14,19 +14,11 @@ import re
 import ml_dtypes
 import numpy as np
 
-from ronn.dtypes import DataType, to_numpy
+from ronn.dtypes import FLOAT8_DTYPES, DataType, to_numpy
 
 STRING = np.dtype(object)
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-FLOAT8 = frozenset(
-    np.dtype(t)
-    for t in (
-        ml_dtypes.float8_e4m3fn,
-        ml_dtypes.float8_e4m3fnuz,
-        ml_dtypes.float8_e5m2,
-        ml_dtypes.float8_e5m2fnuz,
-    )
-)
+FLOAT8 = FLOAT8_DTYPES
 E8M0 = np.dtype(ml_dtypes.float8_e8m0fnu)
 #: float types numpy has no native arithmetic for (computed in float32, then rounded)
 NARROW_FLOATS = FLOAT8 | {

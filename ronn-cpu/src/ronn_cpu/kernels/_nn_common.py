@@ -12,22 +12,13 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from ronn.dtypes import FLOAT8_DTYPES
 from ronn.kernel import KernelContext, KernelTable
 
 KERNELS = KernelTable()
 
 #: Float types numpy cannot compute with quickly (or at all): computed in float32.
-_WIDEN_TO_FLOAT32 = frozenset(
-    np.dtype(t)
-    for t in (
-        np.float16,
-        ml_dtypes.bfloat16,
-        ml_dtypes.float8_e4m3fn,
-        ml_dtypes.float8_e4m3fnuz,
-        ml_dtypes.float8_e5m2,
-        ml_dtypes.float8_e5m2fnuz,
-    )
-)
+_WIDEN_TO_FLOAT32 = FLOAT8_DTYPES | {np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)}
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
