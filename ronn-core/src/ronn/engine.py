@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -230,7 +231,7 @@ class CompiledGraph:
             model=self.model,
             allocator=placement.provider.allocator,
             constant_inputs=[self.graph.initializers.get(i) if i else None for i in node.inputs],
-            compile_subgraph_fn=self._compile_subgraph,
+            compile_subgraph_fn=weak_method(self, "_compile_subgraph"),
         )
         try:
             run = placement.provider.create_kernel(placement.factory, ctx)
@@ -476,3 +477,20 @@ class _Plan:
             f"{node.label()} failed: {type(exc).__name__}: {exc} (inputs: {described or 'none'})"
         )
 
+
+def weak_method(owner: object, name: str) -> Callable[..., Any]:
+    """``owner.name`` as a function that does not keep ``owner`` alive, for callables that
+    ``owner`` itself stores (directly or through the kernels it builds): a session and its
+    compiled graphs are freed when their last reference goes, not at the next garbage
+    collection, and their weights with them."""
+    ref = weakref.ref(owner)
+    kind = type(owner).__name__
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        target = ref()
+        if target is None:
+            raise ReferenceError(f"the {kind} is gone")
+        return getattr(target, name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .dtypes import DataType, from_numpy
-from .engine import CompiledGraph, Profiler, partition, report_fallbacks
+from .engine import CompiledGraph, Profiler, partition, report_fallbacks, weak_method
 from .errors import (
     InputShapeError,
     InputTypeError,
@@ -323,7 +323,7 @@ class InferenceSession:
             output_names=tuple(self._output_names),
             node_count=sum(1 for _ in graph.walk()),
         )
-        self._run_fn: RunFunction = self._host.wrap_run(self._run_plan, info)
+        self._run_fn: RunFunction = self._host.wrap_run(weak_method(self, "_run_plan"), info)
 
     def _with_allocator(self, provider: ExecutionProvider, options: dict[str, str]) -> ExecutionProvider:
         """Give the provider the allocator its options name (or its device's default), if any."""
@@ -626,3 +626,4 @@ __all__ = [
     "get_device",
     "load_model",
 ]
+
