@@ -216,6 +216,7 @@ KN2ROW_CASES = [
     ((1, 16, 6, 6), (8, 16, 3, 3), {"auto_pad": "SAME_UPPER", "dilations": [2, 2]}),
     ((1, 128, 14, 14), (32, 128, 3, 3), {"pads": [1, 1, 1, 1]}),
     ((1, 64, 40, 40), (32, 64, 3, 3), {"pads": [1, 1, 1, 1]}),  # the parallel sums
+    ((1, 8, 9, 10), (4, 8, 2, 2), {"auto_pad": "SAME_UPPER"}),  # even kernel: uneven pads
 ]
 #: stride-1 convolutions with more outputs, over at least 100 positions: shifted-copy columns
 SHIFTED_CASES = [
@@ -223,6 +224,8 @@ SHIFTED_CASES = [
     ((1, 3, 14, 15), (8, 3, 5, 5), {"pads": [2, 2, 2, 2]}),
     ((1, 3, 150), (5, 3, 4), {"pads": [1, 2]}),
     ((1, 8, 12, 12), (8, 8, 3, 3), {"auto_pad": "SAME_LOWER"}),
+    ((1, 4, 11, 12), (6, 4, 2, 3), {"auto_pad": "SAME_LOWER"}),
+    ((2, 6, 10, 12), (6, 6, 4, 4), {"pads": [2, 1, 1, 2]}),
 ]
 CONV_CASES += KN2ROW_CASES + SHIFTED_CASES
 
