@@ -325,6 +325,30 @@ def test_stride1_conv_paths_with_weight_inputs_from_many_threads():
         list(pool.map(check, cases * 2))
 
 
+def test_stride1_paths_give_way_to_banded_im2col_on_large_images(monkeypatch):
+    """Past their scratch budget (large images) the kn2row and shifted-copy paths leave the
+    convolution to the banded im2col, whose memory stays bounded; results are the same."""
+    from ronn_cpu.kernels import _conv
+
+    chosen = []
+    for name in ("_kn2row_plan", "_shifted_plan", "_im2col_plan"):
+        original = getattr(_conv.FastConv, name)
+
+        def spy(self, *args, _original=original, _name=name):
+            chosen.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(_conv.FastConv, name, spy)
+    monkeypatch.setattr(_conv, "_STRIDE1_SCRATCH", 1 << 10)
+    for x_shape, w_shape, attrs in (KN2ROW_CASES[0], SHIFTED_CASES[1]):
+        x = RNG.standard_normal(x_shape).astype(np.float32)
+        w = RNG.standard_normal(w_shape).astype(np.float32)
+        (got,) = _run_ronn(_conv_model(np.float32, attrs, False, True, w, None), {"x": x})
+        strides, pads, dilations = _conv_pads(x_shape, w_shape, attrs)
+        np.testing.assert_allclose(got, reference_conv(x, w, None, strides, pads, dilations, 1), rtol=1e-4, atol=1e-4)
+    assert chosen == ["_im2col_plan", "_im2col_plan"]
+
+
 def test_conv_repeated_runs_and_shapes():
     """Plans are per input shape; prepared weights are reused across runs."""
     w = RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)

@@ -229,6 +229,10 @@ def _zero_borders(plane: np.ndarray, ph: int, pw: int, height: int, width: int) 
     return plane
 
 
+#: the most scratch memory (bytes, per thread) the stride-1 paths may take for one image;
+#: beyond it (large images) the banded im2col runs, whose columns stay about the L2 cache's size
+_STRIDE1_SCRATCH = 32 << 20
+
 _REFERENCE = object()  # plan marker: the numpy reference computes this shape
 
 
@@ -401,9 +405,9 @@ class FastConv:
                 execute = self._depthwise_plan(x, geometry)
             elif geometry.kernel == (1, 1) and not any(geometry.begins) and not any(geometry.ends):
                 execute = self._pointwise_plan(x, w, geometry)
-            elif self._kn2row_pays(channels, out_channels, group, geometry):
+            elif self._kn2row_pays(channels, out_channels, group, geometry, work, x):
                 execute = self._kn2row_plan(x, w, geometry, work)
-            elif group == 1 and geometry.strides == (1, 1) and geometry.out_2d[0] * geometry.out_2d[1] >= 100:
+            elif self._shifted_pays(channels, group, geometry, work, x):
                 execute = self._shifted_plan(x, w, geometry, work)
             else:
                 execute = self._im2col_plan(x, w, geometry, work)
@@ -508,14 +512,28 @@ class FastConv:
         return execute
 
     @staticmethod
-    def _kn2row_pays(channels: int, out_channels: int, group: int, geometry: _Geometry2d) -> bool:
+    def _kn2row_pays(
+        channels: int, out_channels: int, group: int, geometry: _Geometry2d, work: np.dtype, x: np.ndarray
+    ) -> bool:
         """Whether the kn2row path beats im2col: stride 1, one group, and at most half as many
         outputs as inputs (DenseNet's growth convolutions), where one GEMM with kh*kw times
-        the output rows moves less data than the columns kh*kw times the input would."""
-        return (
-            group == 1 and geometry.strides == (1, 1) and geometry.kernel != (1, 1)
-            and 2 * out_channels <= channels
-        )  # fmt: skip
+        the output rows moves less data than the columns kh*kw times the input would; and its
+        products (kh*kw*M rows over the padded image) fit :data:`_STRIDE1_SCRATCH`."""
+        if group != 1 or geometry.strides != (1, 1) or geometry.kernel == (1, 1) or 2 * out_channels > channels:
+            return False
+        _, _, _, _, _, hp, wp = _padded_frame(x, np.empty((out_channels, 0)), geometry)
+        return math.prod(geometry.kernel) * out_channels * hp * wp * work.itemsize <= _STRIDE1_SCRATCH
+
+    @staticmethod
+    def _shifted_pays(channels: int, group: int, geometry: _Geometry2d, work: np.dtype, x: np.ndarray) -> bool:
+        """Whether the shifted-copy columns serve: stride 1, one group, at least 100 output
+        positions, and columns (kh*kw*C rows over the output at the padded width) that fit
+        :data:`_STRIDE1_SCRATCH` (larger images take the banded im2col)."""
+        (oh, ow) = geometry.out_2d
+        if group != 1 or geometry.strides != (1, 1) or oh * ow < 100:
+            return False
+        wp = _padded_frame(x, np.empty((1, 0)), geometry)[6]
+        return math.prod(geometry.kernel) * channels * oh * wp * work.itemsize <= _STRIDE1_SCRATCH
 
     def _kn2row_plan(self, x: np.ndarray, w: np.ndarray, geometry: _Geometry2d, work: np.dtype) -> Any:
         """A stride-1 convolution as one GEMM and shifted sums (kn2row): the padded image
