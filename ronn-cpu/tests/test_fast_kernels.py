@@ -218,7 +218,7 @@ KN2ROW_CASES = [
     ((1, 64, 40, 40), (32, 64, 3, 3), {"pads": [1, 1, 1, 1]}),  # the parallel sums
     ((1, 8, 9, 10), (4, 8, 2, 2), {"auto_pad": "SAME_UPPER"}),  # even kernel: uneven pads
 ]
-#: stride-1 convolutions with more outputs, over at least 100 positions: shifted-copy columns
+#: convolutions with more outputs, over at least 100 positions: shifted-copy columns
 SHIFTED_CASES = [
     ((2, 4, 12, 11), (6, 4, 3, 2), {"pads": [1, 0, 2, 1], "dilations": [2, 1]}),
     ((1, 3, 14, 15), (8, 3, 5, 5), {"pads": [2, 2, 2, 2]}),
@@ -226,6 +226,14 @@ SHIFTED_CASES = [
     ((1, 8, 12, 12), (8, 8, 3, 3), {"auto_pad": "SAME_LOWER"}),
     ((1, 4, 11, 12), (6, 4, 2, 3), {"auto_pad": "SAME_LOWER"}),
     ((2, 6, 10, 12), (6, 6, 4, 4), {"pads": [2, 1, 1, 2]}),
+    # strided: the columns come from the padded image's stride phases
+    ((2, 4, 24, 23), (6, 4, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),
+    ((1, 3, 40, 41), (8, 3, 7, 7), {"pads": [3, 2, 3, 1], "strides": [2, 2]}),
+    ((1, 5, 33, 30), (4, 5, 3, 2), {"pads": [0, 1, 2, 0], "strides": [2, 1]}),
+    ((1, 5, 21, 40), (4, 5, 2, 3), {"pads": [1, 1, 0, 2], "strides": [1, 3], "dilations": [2, 1]}),
+    ((1, 4, 36, 37), (5, 4, 5, 5), {"pads": [4, 4, 4, 4], "strides": [3, 3], "dilations": [2, 2]}),
+    ((2, 3, 300), (4, 3, 5), {"pads": [2, 1], "strides": [2]}),
+    ((1, 4, 25, 26), (6, 4, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
 ]
 CONV_CASES += KN2ROW_CASES + SHIFTED_CASES
 

@@ -526,14 +526,14 @@ class FastConv:
 
     @staticmethod
     def _shifted_pays(channels: int, group: int, geometry: _Geometry2d, work: np.dtype, x: np.ndarray) -> bool:
-        """Whether the shifted-copy columns serve: stride 1, one group, at least 100 output
-        positions, and columns (kh*kw*C rows over the output at the padded width) that fit
-        :data:`_STRIDE1_SCRATCH` (larger images take the banded im2col)."""
+        """Whether the shifted-copy columns serve: one group, a kernel larger than 1x1, at least
+        100 output positions, and columns (kh*kw*C rows over the output at the stride phase's
+        width) that fit :data:`_STRIDE1_SCRATCH` (larger images take the banded im2col)."""
         (oh, ow) = geometry.out_2d
-        if group != 1 or geometry.strides != (1, 1) or oh * ow < 100:
+        if group != 1 or geometry.kernel == (1, 1) or oh * ow < 100:
             return False
-        wp = _padded_frame(x, np.empty((1, 0)), geometry)[6]
-        return math.prod(geometry.kernel) * channels * oh * wp * work.itemsize <= _STRIDE1_SCRATCH
+        wq = -(-_padded_frame(x, np.empty((1, 0)), geometry)[6] // geometry.strides[1])
+        return math.prod(geometry.kernel) * channels * oh * wq * work.itemsize <= _STRIDE1_SCRATCH
 
     def _kn2row_plan(self, x: np.ndarray, w: np.ndarray, geometry: _Geometry2d, work: np.dtype) -> Any:
         """A stride-1 convolution as one GEMM and shifted sums (kn2row): the padded image
@@ -586,35 +586,52 @@ class FastConv:
         return execute
 
     def _shifted_plan(self, x: np.ndarray, w: np.ndarray, geometry: _Geometry2d, work: np.dtype) -> Any:
-        """A stride-1 convolution as one GEMM over columns that are plain copies: on the padded
-        image's grid (output width padded to the input's, WP), tap (i, j)'s column row for
-        channel c is the padded plane from offset i*dh*WP + j*dw on, so building the columns
-        is kh*kw contiguous slice copies instead of a gather. The GEMM's result has WP - OW
-        extra columns per output row, dropped while copying it into the output."""
+        """A convolution as one GEMM over columns that are plain copies. The padded image is
+        split into its stride phases (sh*sw planes: padded rows a, a+sh, ... and columns b,
+        b+sw, ...; stride 1 has one, the padded image itself); on a phase's grid (output rows
+        at the phase's width WQ), tap (i, j)'s column row for channel c is phase
+        (i*dh % sh, j*dw % sw) read from offset (i*dh // sh) * WQ + j*dw // sw on, so the
+        columns are kh*kw contiguous slice copies instead of a gather. The GEMM's result has
+        WQ - OW extra columns per output row, dropped while copying it into the output."""
         n, channels, out_channels, height, width, hp, wp = _padded_frame(x, w, geometry)
         (kh, kw), (oh, ow) = geometry.kernel, geometry.out_2d
-        (dh, dw), (ph, pw) = geometry.dilations, geometry.begins
+        (sh, sw), (dh, dw), (ph, pw) = geometry.strides, geometry.dilations, geometry.begins
         taps = kh * kw
-        span = oh * wp  # GEMM columns: every output row at the padded width
-        slack = (kw - 1) * dw  # the last row's extra columns read past the padded image
-        offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
-        padded_size = channels * (hp * wp + slack)
+        hq, wq = -(-hp // sh), -(-wp // sw)  # a phase plane's rows and columns
+        span = oh * wq  # GEMM columns: every output row at the phase's width
+        reads = [
+            ((i * dh % sh) * sw + j * dw % sw, (i * dh // sh) * wq + j * dw // sw) for i in range(kh) for j in range(kw)
+        ]  # (phase, offset) of each tap
+        plane = max(hq * wq, max(offset for _, offset in reads) + span)  # the last rows read past the grid
+        phased = (sh, sw) != (1, 1)
+        fills = [(a * sw + b, len(range(a, hp, sh)), len(range(b, wp, sw)), a, b) for a in range(sh) for b in range(sw)]
 
         def execute(values: np.ndarray, weight: np.ndarray, shift: Any, y: np.ndarray) -> bool:
             x4 = values.reshape(n, channels, height, width)
             y3 = y.reshape(n, out_channels, oh, ow)
             w2 = weight.reshape(out_channels, channels * taps)  # rows ordered (c, i, j) as the columns
-            flat = scratch(padded_size, work, "padded").reshape(channels, hp * wp + slack)
-            plane = _zero_borders(flat[:, : hp * wp].reshape(channels, hp, wp), ph, pw, height, width)
-            flat[:, hp * wp :] = 0
+            if phased:
+                padded = _zero_borders(scratch(channels * hp * wp, work, "padded").reshape(channels, hp, wp),
+                                       ph, pw, height, width)  # fmt: skip
+                phases = scratch(sh * sw * channels * plane, work, "phases").reshape(sh * sw, channels, plane)
+                phases[...] = 0
+            else:
+                flat = scratch(channels * plane, work, "padded").reshape(channels, plane)
+                padded = _zero_borders(flat[:, : hp * wp].reshape(channels, hp, wp), ph, pw, height, width)
+                flat[:, hp * wp :] = 0
+                phases = flat.reshape(1, channels, plane)
             cols = scratch(channels * taps * span, work).reshape(channels, taps, span)
             wide = scratch(out_channels * span, work, "wide").reshape(out_channels, span)
             for image in range(n):
-                plane[:, ph : ph + height, pw : pw + width] = x4[image]
-                for tap, offset in enumerate(offsets):
-                    cols[:, tap] = flat[:, offset : offset + span]
+                padded[:, ph : ph + height, pw : pw + width] = x4[image]
+                if phased:
+                    for phase, rows, columns, a, b in fills:
+                        grid = phases[phase, :, : rows * wq].reshape(channels, rows, wq)
+                        grid[:, :, :columns] = padded[:, a::sh, b::sw]
+                for tap, (phase, offset) in enumerate(reads):
+                    cols[:, tap] = phases[phase, :, offset : offset + span]
                 np.matmul(w2, cols.reshape(channels * taps, span), out=wide)
-                y3[image] = wide.reshape(out_channels, oh, wp)[:, :, :ow]
+                y3[image] = wide.reshape(out_channels, oh, wq)[:, :, :ow]
             return False
 
         return execute
