@@ -406,6 +406,15 @@ POOL_CASES = [
     ((1, 64, 112, 112), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ((1, 8, 14, 14), {"kernel_shape": [14, 14]}),
     ((1, 2, 5, 5), {"kernel_shape": [1, 1]}),
+    # the direct 2x2 / stride 2 and 3x3 paths: even and odd sizes, pads, ceil_mode, strides 1-3
+    ((2, 5, 8, 10), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    ((1, 3, 9, 7), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    ((1, 3, 9, 7), {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
+    ((1, 4, 12, 13), {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}),
+    ((1, 4, 12, 13), {"kernel_shape": [3, 3], "strides": [1, 1]}),
+    ((1, 4, 17, 16), {"kernel_shape": [3, 3], "strides": [3, 3], "pads": [1, 0, 2, 1]}),
+    ((2, 3, 15, 14), {"kernel_shape": [3, 3], "strides": [2, 1], "pads": [0, 1, 1, 0], "ceil_mode": 1}),
+    ((1, 3, 20, 18), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
 ]
 
 

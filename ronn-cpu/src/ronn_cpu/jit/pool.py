@@ -1,6 +1,8 @@
 """2-D pooling of one image (C, H, W) into (C, OH, OW): max, and average over given counts.
 
-Windows are reduced separably, each pass over contiguous rows so the loops vectorise: per
+2x2 windows at stride 2 and 3x3 windows (no dilation) are reduced directly, each output one
+expression of its taps (pixels at the border checked one by one). Other windows are reduced
+separably, each pass over contiguous rows so the loops vectorise: per
 input row, the padded row is split into column phases (column q of phase b holds padded
 column q * sw + b) and every kernel column becomes a contiguous slice of one phase; the row
 results are then reduced down the kernel rows. Pads (and ceil_mode's overhang) read -inf for
@@ -97,11 +99,119 @@ def _pool_direct(x, y, counts, c0, c1, kh, kw, sh, sw, dh, dw, ph, pw, is_max, f
 
 
 @njit(inline="always")
+def _pixel(plane, oh, o, kh, kw, sh, sw, dh, dw, ph, pw, is_max, fill):
+    """One window reduced with bounds checks (pixels at the border)."""
+    acc = fill
+    started = False
+    for i in range(kh):
+        ih = oh * sh + i * dh - ph
+        if ih < 0 or ih >= plane.shape[0]:
+            continue
+        src = plane[ih]
+        for j in range(kw):
+            iw = o * sw + j * dw - pw
+            if iw < 0 or iw >= plane.shape[1]:
+                continue
+            if started:
+                acc = _combine(acc, src[iw], is_max)
+            else:
+                acc = src[iw]
+                started = True
+    return acc
+
+
+@njit(inline="always")
+def _pool2(x, y, counts, c0, c1, is_max):
+    """2x2 windows at stride 2, all inside the image: each output one expression (loads of
+    stride 2 vectorise; a pass per tap writing the output back would not)."""
+    for c in range(c0, c1):
+        for oh in range(y.shape[1]):
+            r0 = x[c, 2 * oh]
+            r1 = x[c, 2 * oh + 1]
+            out = y[c, oh]
+            if is_max:
+                for o in range(y.shape[2]):
+                    m = _combine(r0[2 * o], r0[2 * o + 1], True)
+                    m = _combine(m, r1[2 * o], True)
+                    out[o] = _combine(m, r1[2 * o + 1], True)
+            else:
+                row_counts = counts[oh]
+                for o in range(y.shape[2]):
+                    out[o] = (r0[2 * o] + r0[2 * o + 1] + r1[2 * o] + r1[2 * o + 1]) / row_counts[o]
+
+
+@njit(inline="always")
+def _row3(r0, r1, r2, out, row_counts, lo, hi, sw, pw, is_max, tmp):
+    """Outputs lo..hi of one row of 3x3 windows whose taps are all inside; called with a
+    literal stride where it is 1 or 2, and indexing views that start at the first window, so
+    every index is provably non-negative and the loads vectorise."""
+    start = lo * sw - pw
+    a = r0[start:]
+    b = r1[start:]
+    c = r2[start:]
+    dst = out[lo:hi]
+    if is_max:  # down the three rows, contiguously, then across at the stride
+        span = (hi - lo - 1) * sw + 3 if hi > lo else 0
+        for k in range(span):
+            tmp[k] = _combine(_combine(a[k], b[k], True), c[k], True)
+        for t in range(hi - lo):
+            j = t * sw
+            dst[t] = _combine(_combine(tmp[j], tmp[j + 1], True), tmp[j + 2], True)
+    else:
+        counts = row_counts[lo:hi]
+        for t in range(hi - lo):
+            j = t * sw
+            total = a[j] + a[j + 1] + a[j + 2] + b[j] + b[j + 1] + b[j + 2] + c[j] + c[j + 1] + c[j + 2]
+            dst[t] = total / counts[t]
+
+
+@njit(inline="always")
+def _pool3(x, y, counts, c0, c1, sh, sw, ph, pw, is_max, fill):
+    """3x3 windows (no dilation) over each plane copied into a frame of ``fill`` (pads and
+    ceil_mode's overhang), so every window is one pass of whole output rows."""
+    height = x.shape[1]
+    width = x.shape[2]
+    oh_count = y.shape[1]
+    ow_count = y.shape[2]
+    frame_h = max(ph + height, (oh_count - 1) * sh + 3)
+    frame_w = max(pw + width, (ow_count - 1) * sw + 3)
+    frame = np.empty((frame_h, frame_w), x.dtype)
+    for r in range(frame_h):
+        for k in range(frame_w):
+            frame[r, k] = fill
+    tmp = np.empty(frame_w + 3, x.dtype)  # a row's maxima down the window
+    for c in range(c0, c1):
+        plane = x[c]
+        for r in range(height):
+            src = plane[r]
+            dst = frame[ph + r, pw : pw + width]
+            for k in range(width):
+                dst[k] = src[k]
+        for oh in range(oh_count):
+            top = oh * sh
+            if sw == 1:
+                _row3(frame[top], frame[top + 1], frame[top + 2], y[c, oh], counts[oh], 0, ow_count, 1, 0, is_max, tmp)
+            elif sw == 2:
+                _row3(frame[top], frame[top + 1], frame[top + 2], y[c, oh], counts[oh], 0, ow_count, 2, 0, is_max, tmp)
+            else:
+                _row3(frame[top], frame[top + 1], frame[top + 2], y[c, oh], counts[oh], 0, ow_count, sw, 0, is_max, tmp)
+
+
+@njit(inline="always")
 def _pool_channels(x, y, counts, c0, c1, kh, kw, sh, sw, dh, dw, ph, pw, is_max, fill):
     height = x.shape[1]
     width = x.shape[2]
     oh_count = y.shape[1]
     ow_count = y.shape[2]
+    if (
+        kh == 2 and kw == 2 and sh == 2 and sw == 2 and dh == 1 and dw == 1 and ph == 0 and pw == 0
+        and 2 * oh_count <= height and 2 * ow_count <= width
+    ):  # fmt: skip
+        _pool2(x, y, counts, c0, c1, is_max)
+        return
+    if kh == 3 and kw == 3 and dh == 1 and dw == 1:
+        _pool3(x, y, counts, c0, c1, sh, sw, ph, pw, is_max, fill)
+        return
     if ow_count < 16:
         _pool_direct(x, y, counts, c0, c1, kh, kw, sh, sw, dh, dw, ph, pw, is_max, fill)
         return
