@@ -67,40 +67,8 @@ def _split_row(src, phases, sw, pw, fill):
 
 
 @njit(inline="always")
-def _pool_direct(x, y, counts, c0, c1, kh, kw, sh, sw, dh, dw, ph, pw, is_max, fill):
-    """Small outputs: each window reduced directly (short rows would cost more in loop set-up)."""
-    height = x.shape[1]
-    width = x.shape[2]
-    for c in range(c0, c1):
-        plane = x[c]
-        for oh in range(y.shape[1]):
-            out = y[c, oh]
-            for o in range(y.shape[2]):
-                acc = fill
-                started = False
-                for i in range(kh):
-                    ih = oh * sh + i * dh - ph
-                    if ih < 0 or ih >= height:
-                        continue
-                    src = plane[ih]
-                    for j in range(kw):
-                        iw = o * sw + j * dw - pw
-                        if iw < 0 or iw >= width:
-                            continue
-                        v = src[iw]
-                        if started:
-                            acc = _combine(acc, v, is_max)
-                        else:
-                            acc = v
-                            started = True
-                if not is_max:
-                    acc = acc / counts[oh, o]
-                out[o] = acc
-
-
-@njit(inline="always")
 def _pixel(plane, oh, o, kh, kw, sh, sw, dh, dw, ph, pw, is_max, fill):
-    """One window reduced with bounds checks (pixels at the border)."""
+    """One window reduced with bounds checks (taps outside the plane skipped)."""
     acc = fill
     started = False
     for i in range(kh):
@@ -118,6 +86,18 @@ def _pixel(plane, oh, o, kh, kw, sh, sw, dh, dw, ph, pw, is_max, fill):
                 acc = src[iw]
                 started = True
     return acc
+
+
+@njit(inline="always")
+def _pool_direct(x, y, counts, c0, c1, kh, kw, sh, sw, dh, dw, ph, pw, is_max, fill):
+    """Small outputs: each window reduced directly (short rows would cost more in loop set-up)."""
+    for c in range(c0, c1):
+        plane = x[c]
+        for oh in range(y.shape[1]):
+            out = y[c, oh]
+            for o in range(y.shape[2]):
+                acc = _pixel(plane, oh, o, kh, kw, sh, sw, dh, dw, ph, pw, is_max, fill)
+                out[o] = acc if is_max else acc / counts[oh, o]
 
 
 @njit(inline="always")
@@ -141,28 +121,21 @@ def _pool2(x, y, counts, c0, c1, is_max):
 
 
 @njit(inline="always")
-def _row3(r0, r1, r2, out, row_counts, lo, hi, sw, pw, is_max, tmp):
-    """Outputs lo..hi of one row of 3x3 windows whose taps are all inside; called with a
-    literal stride where it is 1 or 2, and indexing views that start at the first window, so
-    every index is provably non-negative and the loads vectorise."""
-    start = lo * sw - pw
-    a = r0[start:]
-    b = r1[start:]
-    c = r2[start:]
-    dst = out[lo:hi]
+def _row3(r0, r1, r2, out, row_counts, sw, is_max, tmp):
+    """One output row of 3x3 windows over three framed rows (every window inside); called
+    with a literal stride where it is 1 or 2, so the loads vectorise."""
     if is_max:  # down the three rows, contiguously, then across at the stride
-        span = (hi - lo - 1) * sw + 3 if hi > lo else 0
+        span = (out.shape[0] - 1) * sw + 3 if out.shape[0] else 0
         for k in range(span):
-            tmp[k] = _combine(_combine(a[k], b[k], True), c[k], True)
-        for t in range(hi - lo):
+            tmp[k] = _combine(_combine(r0[k], r1[k], True), r2[k], True)
+        for t in range(out.shape[0]):
             j = t * sw
-            dst[t] = _combine(_combine(tmp[j], tmp[j + 1], True), tmp[j + 2], True)
+            out[t] = _combine(_combine(tmp[j], tmp[j + 1], True), tmp[j + 2], True)
     else:
-        counts = row_counts[lo:hi]
-        for t in range(hi - lo):
+        for t in range(out.shape[0]):
             j = t * sw
-            total = a[j] + a[j + 1] + a[j + 2] + b[j] + b[j + 1] + b[j + 2] + c[j] + c[j + 1] + c[j + 2]
-            dst[t] = total / counts[t]
+            total = r0[j] + r0[j + 1] + r0[j + 2] + r1[j] + r1[j + 1] + r1[j + 2] + r2[j] + r2[j + 1] + r2[j + 2]
+            out[t] = total / row_counts[t]
 
 
 @njit(inline="always")
@@ -190,11 +163,11 @@ def _pool3(x, y, counts, c0, c1, sh, sw, ph, pw, is_max, fill):
         for oh in range(oh_count):
             top = oh * sh
             if sw == 1:
-                _row3(frame[top], frame[top + 1], frame[top + 2], y[c, oh], counts[oh], 0, ow_count, 1, 0, is_max, tmp)
+                _row3(frame[top], frame[top + 1], frame[top + 2], y[c, oh], counts[oh], 1, is_max, tmp)
             elif sw == 2:
-                _row3(frame[top], frame[top + 1], frame[top + 2], y[c, oh], counts[oh], 0, ow_count, 2, 0, is_max, tmp)
+                _row3(frame[top], frame[top + 1], frame[top + 2], y[c, oh], counts[oh], 2, is_max, tmp)
             else:
-                _row3(frame[top], frame[top + 1], frame[top + 2], y[c, oh], counts[oh], 0, ow_count, sw, 0, is_max, tmp)
+                _row3(frame[top], frame[top + 1], frame[top + 2], y[c, oh], counts[oh], sw, is_max, tmp)
 
 
 @njit(inline="always")

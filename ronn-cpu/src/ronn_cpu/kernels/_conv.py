@@ -213,11 +213,11 @@ def _jit_conv() -> Any:
     return _jit_module
 
 
-def _padded_frame(x: np.ndarray, w: np.ndarray, geometry: _Geometry2d) -> tuple[int, ...]:
-    """(N, C, M, H, W, HP, WP) of a 1-D or 2-D convolution: its sizes and the padded image's."""
+def _padded_frame(x: np.ndarray, geometry: _Geometry2d) -> tuple[int, int, int, int]:
+    """(H, W, HP, WP) of a 1-D or 2-D convolution's input: its size and the padded image's."""
     height, width = (1,) + x.shape[2:] if x.ndim == 3 else x.shape[2:]
     (ph, pw), (eh, ew) = geometry.begins, geometry.ends
-    return x.shape[0], x.shape[1], w.shape[0], height, width, height + ph + eh, width + pw + ew
+    return height, width, height + ph + eh, width + pw + ew
 
 
 def _zero_borders(plane: np.ndarray, ph: int, pw: int, height: int, width: int) -> np.ndarray:
@@ -521,7 +521,7 @@ class FastConv:
         products (kh*kw*M rows over the padded image) fit :data:`_STRIDE1_SCRATCH`."""
         if group != 1 or geometry.strides != (1, 1) or geometry.kernel == (1, 1) or 2 * out_channels > channels:
             return False
-        _, _, _, _, _, hp, wp = _padded_frame(x, np.empty((out_channels, 0)), geometry)
+        _, _, hp, wp = _padded_frame(x, geometry)
         return math.prod(geometry.kernel) * out_channels * hp * wp * work.itemsize <= _STRIDE1_SCRATCH
 
     @staticmethod
@@ -532,7 +532,7 @@ class FastConv:
         (oh, ow) = geometry.out_2d
         if group != 1 or geometry.kernel == (1, 1) or oh * ow < 100:
             return False
-        wq = -(-_padded_frame(x, np.empty((1, 0)), geometry)[6] // geometry.strides[1])
+        wq = -(-_padded_frame(x, geometry)[3] // geometry.strides[1])
         return math.prod(geometry.kernel) * channels * oh * wq * work.itemsize <= _STRIDE1_SCRATCH
 
     def _kn2row_plan(self, x: np.ndarray, w: np.ndarray, geometry: _Geometry2d, work: np.dtype) -> Any:
@@ -543,7 +543,8 @@ class FastConv:
         from ._epilogue import unit_scale
 
         module = _jit_conv()
-        n, channels, out_channels, height, width, hp, wp = _padded_frame(x, w, geometry)
+        n, channels, out_channels = x.shape[0], x.shape[1], w.shape[0]
+        height, width, hp, wp = _padded_frame(x, geometry)
         (kh, kw), (oh, ow) = geometry.kernel, geometry.out_2d
         (dh, dw), (ph, pw) = geometry.dilations, geometry.begins
         padded_size = channels * hp * wp
@@ -593,7 +594,8 @@ class FastConv:
         (i*dh % sh, j*dw % sw) read from offset (i*dh // sh) * WQ + j*dw // sw on, so the
         columns are kh*kw contiguous slice copies instead of a gather. The GEMM's result has
         WQ - OW extra columns per output row, dropped while copying it into the output."""
-        n, channels, out_channels, height, width, hp, wp = _padded_frame(x, w, geometry)
+        n, channels, out_channels = x.shape[0], x.shape[1], w.shape[0]
+        height, width, hp, wp = _padded_frame(x, geometry)
         (kh, kw), (oh, ow) = geometry.kernel, geometry.out_2d
         (sh, sw), (dh, dw), (ph, pw) = geometry.strides, geometry.dilations, geometry.begins
         taps = kh * kw
