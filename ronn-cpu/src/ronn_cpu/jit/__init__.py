@@ -1,7 +1,8 @@
 """numba kernels of the CPU provider, and the threads they (and BLAS) run on.
 
 The kernels live in submodules (``epilogue``, ``conv``, ``norm``, ``pool``, ``elementwise``);
-each variant is its own function compiled with ``cache=True``, so a process loads the
+:func:`load` hands out the C version of a family instead where :mod:`ronn_cpu.native` builds
+it (no LLVM in the process). Each numba variant is its own function compiled with ``cache=True``, so a process loads the
 machine code from ``__pycache__`` instead of compiling it. Nothing here imports numba: the
 kernel modules import these submodules when a kernel first runs (:func:`load`), so creating
 a session costs no numba start-up and no compilation.
@@ -46,12 +47,20 @@ def cores() -> int:
 
 
 def load(name: str) -> ModuleType:
-    """The kernel submodule ``name`` (importing numba on first use)."""
+    """The kernels of family ``name``: the native (C) facade where it builds, else numba's."""
     module = _modules.get(name)
     if module is None:
-        _configure_numba()
-        module = _modules[name] = importlib.import_module(f"{__name__}.{name}")
+        from .. import native
+
+        module = native.facade(name) or load_numba(name)
+        _modules[name] = module
     return module
+
+
+def load_numba(name: str) -> ModuleType:
+    """The numba kernel submodule ``name`` (importing numba on first use)."""
+    _configure_numba()
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def _configure_numba() -> None:
@@ -95,9 +104,7 @@ def parallel(work: int) -> bool:
     """
     if THREADS <= 1 or work < PARALLEL_MIN:
         return False
-    if _numba_threads is None:
-        _configure_numba()
-    if _numba_threads != _pool_size and getattr(_local, "threads", None) != _numba_threads:
+    if _numba_threads is not None and _numba_threads != _pool_size and getattr(_local, "threads", None) != _numba_threads:
         import numba
 
         numba.set_num_threads(_numba_threads)
