@@ -35,6 +35,8 @@ import threading
 from pathlib import Path
 from types import ModuleType
 
+from .. import jit  # noqa: F401  (sets OMP_WAIT_POLICY before a module brings libgomp in)
+
 __all__ = ["FLAGS", "cache_dir", "enabled", "extension", "facade"]
 
 log = logging.getLogger("ronn.native")
