@@ -1,6 +1,8 @@
-"""Native epilogues behind :mod:`ronn_cpu.jit.epilogue`'s interface (``BIAS[kind]`` and so on).
+"""Native epilogues, unary fits and small binary arithmetic behind :mod:`ronn_cpu.jit.epilogue`'s
+interface (``BIAS[kind]``, ``erf``/``erf_par``, ``BINARY[name]`` and so on).
 
-Names not defined here (the unary and binary kernels) are the numba module's.
+Each calls the C function and, where it declines the arguments, the numba kernel; names not
+defined here are the numba module's.
 """
 
 from __future__ import annotations
@@ -51,6 +53,38 @@ BIAS = [_bias(kind, False) for kind in range(len(_NAMES))]
 BIAS_PAR = [_bias(kind, True) for kind in range(len(_NAMES))]
 AFFINE = [_affine(kind, False) for kind in range(len(_NAMES))]
 AFFINE_PAR = [_affine(kind, True) for kind in range(len(_NAMES))]
+
+
+
+def _unary(fn: int, name: str, wide: bool) -> Callable[[Any, Any], None]:
+    fallback = f"{name}{'_par' if wide else ''}"
+    run_c = _c.unary
+
+    def unary(x: Any, y: Any) -> None:
+        if run_c(fn, jit.THREADS if wide else 1, x, y) is NotImplemented:
+            getattr(load_numba("epilogue"), fallback)(x, y)
+
+    unary.__name__ = fallback
+    return unary
+
+
+erf, tanh, gelu, gelu_tanh = (_unary(fn, name, False) for fn, name in enumerate(("erf", "tanh", "gelu", "gelu_tanh")))
+erf_par, tanh_par, gelu_par, gelu_tanh_par = (
+    _unary(fn, name, True) for fn, name in enumerate(("erf", "tanh", "gelu", "gelu_tanh"))
+)
+
+
+def _binary(op: int, name: str) -> Callable[[Any, Any, Any, int], None]:
+    run_c = _c.binary
+
+    def binary(a: Any, b: Any, out: Any, mode: int) -> None:
+        if run_c(op, a, b, out, mode) is NotImplemented:
+            load_numba("epilogue").BINARY[name](a, b, out, mode)
+
+    return binary
+
+
+BINARY = {name: _binary(op, name) for op, name in enumerate(("add", "subtract", "multiply", "divide"))}
 
 
 def __getattr__(name: str) -> Any:

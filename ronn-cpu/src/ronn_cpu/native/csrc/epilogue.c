@@ -6,7 +6,13 @@
        dst = act(src * scale[c] + shift[c] (+ res)), dst distinct from src.
    Flat C-contiguous arrays seen as (outer, C, inner); inner == 1 is the (rows, C) layout of a
    2-D output. params: alpha, beta, 0, 1, 1/6, 1/2 in the arrays' dtype. kind numbers follow
-   the numba module's KINDS. Returns None, or NotImplemented for arguments it does not take. */
+   the numba module's KINDS.
+
+   unary(fn, threads, x, y): y = erf / tanh / gelu / gelu_tanh (fn 0-3) of x, by the rational
+       fits of jit/epilogue.py evaluated in double; flat arrays of one size.
+   binary(op, a, b, out, mode): out = a + - * / b (op 0-3) over flat arrays, the smaller operand
+       repeating as mode says (SAME, B_ROWS, B_SCALAR, A_ROWS, A_SCALAR).
+   Each returns None, or NotImplemented for arguments it does not take. */
 #include "common.h"
 
 enum { NONE, RELU, LEAKY_RELU, CLIP, SIGMOID, HARD_SIGMOID, HARD_SWISH, TANH, GELU, GELU_TANH, KIND_COUNT };
@@ -77,6 +83,42 @@ static inline double tanh_fit(double v) {
         default: LOOPS(ACT_NONE) break;              \
     }
 
+#define UNARY_LOOP(EXPR)                                                                    \
+    _Pragma("omp parallel for num_threads(threads) if(threads > 1) schedule(static)")      \
+    for (Py_ssize_t i = 0; i < n; i++) {                                                    \
+        double v = (double)x[i];                                                            \
+        y[i] = (REAL)(EXPR);                                                                \
+    }
+#define UNARY_SWITCH                                                                        \
+    switch (fn) {                                                                           \
+        case 0: UNARY_LOOP(erf_fit(v)) break;                                               \
+        case 1: UNARY_LOOP(tanh_fit(v)) break;                                              \
+        case 2: UNARY_LOOP(0.5 * v * (1.0 + erf_fit(v * SQRT_HALF))) break;                  \
+        default: UNARY_LOOP(0.5 * v * (1.0 + tanh_fit(TANH_SCALE * (v + 0.044715 * v * v * v)))) break; \
+    }
+enum { SAME, B_ROWS, B_SCALAR, A_ROWS, A_SCALAR };
+#define BINARY_LOOPS(OP)                                                                    \
+    switch (mode) {                                                                         \
+        case SAME: for (Py_ssize_t i = 0; i < n; i++) out[i] = a[i] OP b[i]; break;         \
+        case B_SCALAR: { const REAL v = b[0]; for (Py_ssize_t i = 0; i < n; i++) out[i] = a[i] OP v; break; } \
+        case A_SCALAR: { const REAL v = a[0]; for (Py_ssize_t i = 0; i < n; i++) out[i] = v OP b[i]; break; } \
+        case B_ROWS:                                                                        \
+            for (Py_ssize_t r = 0; r < n; r += m)                                           \
+                for (Py_ssize_t j = 0; j < m; j++) out[r + j] = a[r + j] OP b[j];           \
+            break;                                                                          \
+        default:                                                                            \
+            for (Py_ssize_t r = 0; r < n; r += m)                                           \
+                for (Py_ssize_t j = 0; j < m; j++) out[r + j] = a[j] OP b[r + j];           \
+            break;                                                                          \
+    }
+#define BINARY_SWITCH                     \
+    switch (op) {                         \
+        case 0: BINARY_LOOPS(+) break;    \
+        case 1: BINARY_LOOPS(-) break;    \
+        case 2: BINARY_LOOPS(*) break;    \
+        default: BINARY_LOOPS(/) break;   \
+    }
+
 #define REAL float
 #define EXP expf
 #define SFX(name) name##_f32
@@ -91,6 +133,53 @@ static inline double tanh_fit(double v) {
 #undef REAL
 #undef EXP
 #undef SFX
+
+static PyObject *py_unary(FASTCALL_ARGS) {
+    CHECK_NARGS("unary", 4);
+    Py_ssize_t fn, threads;
+    if (arg_ssize(args[0], &fn) || arg_ssize(args[1], &threads)) return NULL;
+    Arrays arrays = {.count = 0, .kind = 0};
+    Py_buffer *xv = arrays_real(&arrays, args[2], 0);
+    Py_buffer *yv = xv ? arrays_real(&arrays, args[3], 1) : NULL;
+    if (yv == NULL || fn < 0 || fn > 3 || view_size(xv) != view_size(yv)) DECLINE(&arrays);
+    const Py_ssize_t n = view_size(xv);
+    const int nt = threads > 1 ? (int)threads : 1;
+    Py_BEGIN_ALLOW_THREADS
+    if (arrays.kind == 'f')
+        unary_f32((int)fn, xv->buf, yv->buf, n, nt);
+    else
+        unary_f64((int)fn, xv->buf, yv->buf, n, nt);
+    Py_END_ALLOW_THREADS
+    arrays_release(&arrays);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_binary(FASTCALL_ARGS) {
+    CHECK_NARGS("binary", 5);
+    Py_ssize_t op, mode;
+    if (arg_ssize(args[0], &op) || arg_ssize(args[4], &mode)) return NULL;
+    Arrays arrays = {.count = 0, .kind = 0};
+    Py_buffer *av = arrays_real(&arrays, args[1], 0);
+    Py_buffer *bv = av ? arrays_real(&arrays, args[2], 0) : NULL;
+    Py_buffer *ov = bv ? arrays_real(&arrays, args[3], 1) : NULL;
+    if (ov == NULL || op < 0 || op > 3 || mode < SAME || mode > A_SCALAR) DECLINE(&arrays);
+    const Py_ssize_t n = view_size(ov), na = view_size(av), nb = view_size(bv);
+    Py_ssize_t m = mode == B_ROWS ? nb : (mode == A_ROWS ? na : 1);
+    int fits = mode == SAME       ? na >= n && nb >= n
+               : mode == B_SCALAR ? na >= n && nb >= 1
+               : mode == A_SCALAR ? nb >= n && na >= 1
+               : mode == B_ROWS   ? na >= n && m > 0 && n % m == 0
+                                  : nb >= n && m > 0 && n % m == 0;
+    if (!fits) DECLINE(&arrays);
+    Py_BEGIN_ALLOW_THREADS
+    if (arrays.kind == 'f')
+        binary_f32((int)op, av->buf, bv->buf, ov->buf, (int)mode, n, m);
+    else
+        binary_f64((int)op, av->buf, bv->buf, ov->buf, (int)mode, n, m);
+    Py_END_ALLOW_THREADS
+    arrays_release(&arrays);
+    Py_RETURN_NONE;
+}
 
 /* rows of a flat tensor of size elements seen as (outer, C, inner); -1 if inconsistent */
 static Py_ssize_t rows_of(Py_ssize_t size, Py_ssize_t channels, Py_ssize_t inner) {
@@ -159,6 +248,8 @@ static PyObject *py_affine(FASTCALL_ARGS) {
 static PyMethodDef methods[] = {
     METHOD(bias, "bias(kind, threads, dst, shift, res, has_res, channels, inner, params)"),
     METHOD(affine, "affine(kind, threads, src, dst, scale, shift, res, has_res, channels, inner, params)"),
+    METHOD(unary, "unary(fn, threads, x, y): erf, tanh, gelu, gelu_tanh (fn 0-3)"),
+    METHOD(binary, "binary(op, a, b, out, mode): add, sub, mul, div (op 0-3)"),
     {NULL, NULL, 0, NULL},
 };
 

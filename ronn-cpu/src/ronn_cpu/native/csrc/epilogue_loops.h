@@ -95,3 +95,12 @@ static void SFX(affine_rows)(int kind, const REAL *src, REAL *dst, const REAL *s
     ACTIVATION_SWITCH(AFFINE_LOOPS)
 #undef AFFINE_LOOPS
 }
+
+/* y = fn(x) (erf, tanh, gelu, gelu_tanh) over n elements, in double. */
+static void SFX(unary)(int fn, const REAL *x, REAL *y, Py_ssize_t n, int threads) { UNARY_SWITCH }
+
+/* out = a op b over n elements, the smaller operand repeating every m as mode says. */
+static void SFX(binary)(int op, const REAL *a, const REAL *b, REAL *out, int mode, Py_ssize_t n, Py_ssize_t m) {
+    (void)m;
+    BINARY_SWITCH
+}
