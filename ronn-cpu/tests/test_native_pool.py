@@ -174,6 +174,20 @@ def test_plane_means(shape, dtype):
     np.testing.assert_allclose(y, want.astype(dtype), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("channels,side", [(576, 7), (130, 4), (3, 1), (64, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plane_means_of_a_channels_last_view(channels, side, dtype):
+    """GlobalAveragePool after a channels-last region: (C, H*W) planes a view of (H, W, C) data."""
+    nhwc = (RNG.standard_normal((1, side, side, channels)) + 1).astype(dtype)
+    planes = nhwc.transpose(0, 3, 1, 2).reshape(channels, -1)
+    assert not planes.flags.c_contiguous or side == 1
+    y = np.full(channels, 7, dtype)
+    assert native.extension("pool").plane_means(planes, y) is None  # taken, not declined
+    want = nhwc.astype(np.float64).sum(axis=(0, 1, 2)) / (side * side)
+    tol = 1e-7 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(y, want.astype(dtype), rtol=tol, atol=tol)
+
+
 def test_plane_means_sums_in_double():
     x = np.full((1, 1 << 20), 1.0 + 2.0**-23, np.float32)  # a float32 sum would drift
     x[0, 0] = 2.0**24

@@ -211,15 +211,35 @@ static PyObject *py_average_pool(FASTCALL_ARGS) {
 static PyObject *py_plane_means(FASTCALL_ARGS) {
     CHECK_NARGS("plane_means", 2);
     Arrays arrays = {.count = 0, .kind = 0};
-    Py_buffer *x = arrays_real(&arrays, args[0], 0);
-    Py_buffer *y = x ? arrays_real(&arrays, args[1], 1) : NULL;
-    if (y == NULL || x->ndim != 2 || view_size(y) != view_dim(x, 0)) DECLINE(&arrays);
-    Py_ssize_t rows = view_dim(x, 0), size = view_dim(x, 1);
+    Py_buffer *y = arrays_real(&arrays, args[1], 1);
+    if (y == NULL) DECLINE(&arrays);
+    /* x: C-contiguous, or the other common layout: a channels-last tensor seen as
+       (N*C, H*W), its rows adjacent elements and its columns a fixed stride apart */
+    Py_buffer *x = &arrays.views[arrays.count];
+    if (PyObject_GetBuffer(args[0], x, PyBUF_STRIDES | PyBUF_FORMAT) != 0) {
+        PyErr_Clear();
+        DECLINE(&arrays);
+    }
+    arrays.count++;
+    if (real_kind(x) != arrays.kind || x->ndim != 2 || view_size(y) != x->shape[0]) DECLINE(&arrays);
+    Py_ssize_t rows = x->shape[0], size = x->shape[1], item = x->itemsize;
+    Py_ssize_t row_step = x->strides[0], column_step = x->strides[1];
+    int contiguous = row_step == size * item && (column_step == item || size == 1);
+    int columns = row_step == item && column_step % item == 0 && column_step >= rows * item;
+    if (!(contiguous || columns)) DECLINE(&arrays);
+    Py_ssize_t pitch = column_step / item;
     Py_BEGIN_ALLOW_THREADS
-    if (arrays.kind == 'f')
-        plane_means_f32(x->buf, y->buf, rows, size);
-    else
-        plane_means_f64(x->buf, y->buf, rows, size);
+    if (arrays.kind == 'f') {
+        if (contiguous)
+            plane_means_f32(x->buf, y->buf, rows, size);
+        else
+            column_means_f32(x->buf, y->buf, rows, size, pitch);
+    } else {
+        if (contiguous)
+            plane_means_f64(x->buf, y->buf, rows, size);
+        else
+            column_means_f64(x->buf, y->buf, rows, size, pitch);
+    }
     Py_END_ALLOW_THREADS
     arrays_release(&arrays);
     Py_RETURN_NONE;
@@ -556,6 +576,21 @@ static REASSOCIATE void SFX(plane_means)(const REAL *x, REAL *y, Py_ssize_t rows
         double total = 0.0;
         for (Py_ssize_t i = 0; i < size; i++) total += (double)row[i];
         y[r] = (REAL)(total / (double)size);
+    }
+}
+
+/* The same means when row r's element i sits at x[i * pitch + r] (a channels-last tensor):
+   the rows are summed side by side, in double, in blocks that stay in registers. */
+static void SFX(column_means)(const REAL *x, REAL *y, Py_ssize_t rows, Py_ssize_t size, Py_ssize_t pitch) {
+    enum { BLOCK = 64 };
+    for (Py_ssize_t r0 = 0; r0 < rows; r0 += BLOCK) {
+        const Py_ssize_t count = rows - r0 < BLOCK ? rows - r0 : BLOCK;
+        double totals[BLOCK] = {0.0};
+        for (Py_ssize_t i = 0; i < size; i++) {
+            const REAL *line = x + i * pitch + r0;
+            for (Py_ssize_t k = 0; k < count; k++) totals[k] += (double)line[k];
+        }
+        for (Py_ssize_t k = 0; k < count; k++) y[r0 + k] = (REAL)(totals[k] / (double)size);
     }
 }
 
