@@ -43,7 +43,7 @@ log = logging.getLogger("ronn.native")
 
 SOURCES = Path(__file__).with_name("csrc")
 #: families with a C module and a facade
-FAMILIES = ("epilogue", "pool", "conv", "channels_last")
+FAMILIES = ("epilogue", "pool", "conv", "channels_last", "norm", "attention")
 #: compiler flags (``-march=native`` and ``-fopenmp`` are dropped where the compiler refuses them)
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fPIC", "-shared", "-fvisibility=hidden")
 
