@@ -1,15 +1,16 @@
-"""numba kernels of the CPU provider, and the threads they (and BLAS) run on.
+"""The CPU provider's compiled kernels, and the threads they (and BLAS) run on.
 
-The kernels live in submodules (``epilogue``, ``conv``, ``norm``, ``pool``, ``elementwise``);
-:func:`load` hands out the C version of a family instead where :mod:`ronn_cpu.native` builds
-it (no LLVM in the process). Each numba variant is its own function compiled with ``cache=True``, so a process loads the
-machine code from ``__pycache__`` instead of compiling it. Nothing here imports numba: the
-kernel modules import these submodules when a kernel first runs (:func:`load`), so creating
-a session costs no numba start-up and no compilation.
+Kernels come in families (``epilogue``, ``conv``, ``channels_last``, ``pool``, ``norm``,
+``attention``), each a numba module here. :func:`load` hands out a family's C twin instead
+where :mod:`ronn_cpu.native` builds it (the usual case: no LLVM in the process); the numba
+module serves when it cannot, and for any call the C code declines. Each numba variant is
+its own function compiled with ``cache=True``, so a process loads the machine code from
+``__pycache__`` instead of compiling it. Nothing here imports numba or builds C: the kernel
+modules call :func:`load` when a kernel first runs, so creating a session costs neither.
 
 Threads. numba's OpenMP workers and OpenBLAS's workers must not spin against each other on
-a small machine: ``OMP_WAIT_POLICY=PASSIVE`` is set (unless the user set it) before numba
-starts its pool, the ``omp`` threading layer is chosen (safe under concurrent runs), and
+a small machine: ``OMP_WAIT_POLICY=PASSIVE`` is set (unless the user set it) before numba or
+a C module starts libgomp's pool, the ``omp`` threading layer is chosen (safe under concurrent runs), and
 kernels take their parallel variant only when more than one thread is allowed and their
 work (about one unit per element and tap, more for exp-like math) reaches
 :data:`PARALLEL_MIN`: waking sleeping workers costs tens of microseconds, and memory-bound
