@@ -125,3 +125,95 @@ def test_the_numba_twins_pass_the_kernel_tests():
     result = subprocess.run(command, check=False, capture_output=True, text=True, env=environment, cwd=here.parents[1])
     assert result.returncode == 0, result.stdout[-4000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def _small_cnn() -> bytes:
+    """Stem, depthwise and pointwise convolutions, BatchNormalization, pools, a classifier."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+
+    def weight(name: str, *shape: int) -> object:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c1"], ["h1"]),
+        helper.make_node("Conv", ["h1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=16),
+        helper.make_node("BatchNormalization", ["c2", "s", "t", "m", "v"], ["n2"]),
+        helper.make_node("Relu", ["n2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["c3"], ["r3"]),
+        helper.make_node("MaxPool", ["r3"], ["p3"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["p3", "w4"], ["c4"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("AveragePool", ["c4"], ["p4"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["p4"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "w5", "b5"], ["y"], transB=1),
+    ]
+    initializers = [
+        weight("w1", 16, 3, 3, 3), weight("b1", 16), weight("w2", 16, 1, 3, 3), weight("b2", 16),
+        weight("s", 16), weight("t", 16), weight("m", 16),
+        numpy_helper.from_array(rng.uniform(0.5, 2, 16).astype(np.float32), "v"),
+        weight("w3", 64, 16, 1, 1), weight("b3", 64), weight("w4", 16, 64, 3, 3), weight("w5", 10, 16), weight("b5", 10),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializers,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_a_cnn_runs_without_numba_in_the_process(tmp_path):
+    """The point of the C kernels: no LLVM in a process that runs a CNN; onnxruntime agrees."""
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    path = tmp_path / "cnn.onnx"
+    path.write_bytes(_small_cnn())
+    x = np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    got = _python(
+        f"""
+        import json, sys
+        import numpy as np
+        import ronn
+        session = ronn.InferenceSession({str(path)!r})
+        (y,) = session.run(None, {{"x": np.load({str(tmp_path / "x.npy")!r})}})
+        ops = sorted({{n.op_type for n in session.model.graph.nodes}})
+        print(json.dumps({{"y": y.tolist(), "ops": ops, "numba": "numba" in sys.modules,
+                          "llvmlite": "llvmlite" in sys.modules}}))
+        """
+    )
+    assert {"FusedConv", "MaxPool", "AveragePool", "GlobalAveragePool"} <= set(got["ops"]), got["ops"]
+    assert not got["numba"] and not got["llvmlite"]
+    (expected,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(np.array(got["y"], np.float32), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_an_unwritable_cache_falls_back_to_a_private_temporary_folder(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    got = _python(_RUN_EPILOGUE, RONN_CACHE_DIR=str(blocker / "cache"), TMPDIR=str(temporary))
+    assert got["module"] == "ronn_cpu.native.epilogue" and got["out"] == _EXPECTED
+    folder = temporary / f"ronn-{os.getuid()}"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert [p.name.split("-")[0] for p in (folder / "native").iterdir()] == ["ronn_native_epilogue"]
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_temporary_folder_others_can_write_is_refused(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    temporary = tmp_path / "tmp"
+    (temporary / f"ronn-{os.getuid()}").mkdir(parents=True)
+    (temporary / f"ronn-{os.getuid()}").chmod(0o777)  # as another user could have made it
+    got = _python(_RUN_EPILOGUE, RONN_CACHE_DIR=str(blocker / "cache"), TMPDIR=str(temporary))
+    assert got == {"module": "ronn_cpu.jit.epilogue", "out": _EXPECTED, "numba": True}
+    assert not (temporary / f"ronn-{os.getuid()}" / "native").exists()

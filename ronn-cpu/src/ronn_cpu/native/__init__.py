@@ -114,13 +114,26 @@ def _compiled(family: str, name: str) -> Path:
         return folder / filename
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError:  # a read-only home: this machine's temporary folder instead
-        folder = Path(tempfile.gettempdir()) / f"ronn-{os.getuid() if hasattr(os, 'getuid') else 0}" / "native"
+    except OSError:  # a read-only home: a private folder in the temporary one instead
+        folder = _private_temporary_folder()
         if (folder / filename).exists():
             return folder / filename
-        folder.mkdir(parents=True, exist_ok=True)
     _compile(compiler, source, folder / filename)
     return folder / filename
+
+
+def _private_temporary_folder() -> Path:
+    """``<tmp>/ronn-<uid>/native``, made with mode 0700; refused if anyone else could write it
+    (code loaded from a folder others can write to would be theirs)."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    root = Path(tempfile.gettempdir()) / f"ronn-{uid}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    for folder in (root, root / "native"):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+        if folder.is_symlink() or info.st_uid != uid or info.st_mode & 0o022:
+            raise PermissionError(f"{folder} is not private to this user")
+    return root / "native"
 
 
 def _compile(compiler: list[str], source: Path, target: Path) -> None:
@@ -132,7 +145,7 @@ def _compile(compiler: list[str], source: Path, target: Path) -> None:
         flags = list(FLAGS)
         while True:
             command = [*compiler, *flags, f"-I{include}", f"-I{SOURCES}", str(source), "-o", scratch, "-lm"]
-            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
             if result.returncode == 0:
                 break
             optional = [flag for flag in ("-march=native", "-fopenmp") if flag in flags]
