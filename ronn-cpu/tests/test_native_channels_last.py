@@ -276,3 +276,279 @@ def test_strided_arrays_go_to_numba():
     facade.gemm(x, w, bias, y, False, y, params)
     np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-5)
     assert jit.load("channels_last") is facade
+
+
+# --- stem: a dense convolution from an NCHW image into channels-last -------------------------
+
+
+def reference_conv(x, w, bias, strides, dilations, pads, group=1):
+    """A direct NCHW convolution in float64, (N, M, OH, OW): the input padded with zeros
+    (pads top, left, bottom, right), every tap a strided slice, summed with einsum."""
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    out_channels, per_group, kh, kw = w.shape
+    padded = np.pad(x, [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])])
+    oh = (padded.shape[2] - (kh - 1) * dilations[0] - 1) // strides[0] + 1
+    ow = (padded.shape[3] - (kw - 1) * dilations[1] - 1) // strides[1] + 1
+    y = np.zeros((x.shape[0], out_channels, oh, ow)) + np.asarray(bias, np.float64).reshape(-1, 1, 1)
+    outputs = out_channels // group
+    for g, i, j in itertools.product(range(group), range(kh), range(kw)):
+        rows = slice(i * dilations[0], i * dilations[0] + (oh - 1) * strides[0] + 1, strides[0])
+        cols = slice(j * dilations[1], j * dilations[1] + (ow - 1) * strides[1] + 1, strides[1])
+        window = padded[:, g * per_group : (g + 1) * per_group, rows, cols]
+        taps = w[g * outputs : (g + 1) * outputs, :, i, j]
+        y[:, g * outputs : (g + 1) * outputs] += np.einsum("nchw,mc->nmhw", window, taps)
+    return y
+
+
+def _stem_case(geometry, dtype, residual, activation):
+    """Operands of ``stem`` (the weight as rows (c, i, j) x M) and the expected (N, OH, OW, M)."""
+    channels, out_channels, kernel, strides, dilations, pads, size, batch = geometry
+    x = RNG.standard_normal((batch, channels, *size)).astype(dtype)
+    w = (RNG.standard_normal((out_channels, channels, *kernel)) / np.sqrt(channels * np.prod(kernel))).astype(dtype)
+    bias = RNG.standard_normal(out_channels).astype(dtype)
+    tiled = np.tile(bias, max(1, -(-512 // out_channels)))
+    rows = np.ascontiguousarray(w.reshape(out_channels, -1).T)
+    expected = reference_conv(x, w, bias, strides, dilations, pads).transpose(0, 2, 3, 1)
+    res = RNG.standard_normal(expected.shape).astype(dtype) if residual else None
+    if residual:
+        expected = expected + res
+    params = store_params(*activation, np.dtype(dtype))
+    return x, rows, tiled, res, params, activate(expected, *activation)
+
+
+def _run_stem(threads, x, rows, tiled, res, params, out_shape, geometry):
+    """The stem's output: threads a count (the C function, which must take the arguments),
+    "serial" or "parallel" (the facade's stem and stem_par)."""
+    _, _, kernel, strides, dilations, pads, _, _ = geometry
+    y = np.full(out_shape, np.nan, x.dtype)
+    has_res = res is not None
+    args = (x, rows, tiled, res if has_res else y, has_res, y, *kernel, *strides, *dilations, *pads[:2], params)
+    if threads == "serial":
+        facade.stem(*args)
+    elif threads == "parallel":
+        facade.stem_par(*args)
+    else:
+        assert _c().stem(threads, *args) is None
+    return y
+
+
+# (C, M, kernel, strides, dilations, pads top, left, bottom, right, size, batch)
+STEMS = [
+    (3, 16, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), (224, 224), 1),  # MobileNetV3's stem
+    (3, 16, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), (17, 23), 2),  # odd sizes, two images
+    (3, 24, (3, 3), (1, 1), (1, 1), (0, 1, 2, 1), (17, 23), 2),  # stride 1, asymmetric pads, 16 + 8 channels
+    (4, 40, (5, 5), (2, 1), (2, 2), (2, 1, 0, 3), (17, 23), 1),  # 5x5, dilation 2, 32 + 8 channels
+    (1, 8, (1, 1), (1, 1), (1, 1), (0, 0, 0, 0), (5, 7), 2),  # 1x1, one channel, half a vector
+    (1, 16, (1, 1), (2, 2), (1, 1), (1, 0, 0, 1), (9, 8), 1),  # 1x1 of stride 2 with pads
+    (3, 64, (7, 7), (2, 2), (1, 1), (3, 3, 3, 3), (31, 29), 1),  # a ResNet stem
+    (4, 8, (3, 3), (3, 3), (1, 1), (1, 1, 1, 1), (17, 23), 2),  # stride 3: the kernels of any stride
+    (3, 16, (3, 3), (1, 2), (2, 1), (2, 1, 2, 1), (11, 13), 1),  # row dilation
+    (3, 100, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), (17, 23), 1),  # more channels than one block
+    (3, 16, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), (3, 5), 1),  # fewer pixels in a row than a group
+    (1, 8, (3, 3), (1, 1), (1, 1), (3, 3, 3, 3), (2, 2), 1),  # pads wider than the image
+    (4, 24, (3, 2), (1, 2), (1, 1), (1, 0, 1, 1), (9, 10), 2),  # a 3x2 kernel
+]
+
+
+@pytest.mark.parametrize("geometry", STEMS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stem_matches_reference(geometry, dtype):
+    x, rows, tiled, res, params, expected = _stem_case(geometry, dtype, False, ("HardSwish", 0.0, 0.0))
+    y = _run_stem(1, x, rows, tiled, res, params, expected.shape, geometry)
+    np.testing.assert_allclose(y, expected, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("geometry", [STEMS[1], STEMS[3], STEMS[6], STEMS[9]])
+def test_stem_activations_residual_and_threads(activation, geometry):
+    for dtype, residual in itertools.product((np.float32, np.float64), (False, True)):
+        x, rows, tiled, res, params, expected = _stem_case(geometry, dtype, residual, activation)
+        for threads in (1, 3, "serial", "parallel"):
+            y = _run_stem(threads, x, rows, tiled, res, params, expected.shape, geometry)
+            np.testing.assert_allclose(y, expected, **TOLERANCE[dtype], err_msg=f"{dtype.__name__} {threads}")
+
+
+def test_stem_reads_zeros_outside_the_image():
+    """Taps outside the image are zeros times their weights, as in the padded reference: an
+    infinite weight makes NaN at the border pixels only."""
+    geometry = STEMS[1]
+    x, rows, tiled, res, params, _ = _stem_case(geometry, np.float32, False, (None, 0.0, 0.0))
+    rows[0, :4] = np.inf  # channel 0, tap (0, 0): outside the image for the first output row and column
+    w = rows.T.reshape(16, 3, 3, 3)
+    expected = reference_conv(x, w, tiled[:16], *geometry[3:6]).transpose(0, 2, 3, 1)
+    y = _run_stem(1, x, rows, tiled, res, params, expected.shape, geometry)
+    np.testing.assert_allclose(y, expected, **TOLERANCE[np.float32])
+    assert np.isnan(y[:, 0, :, :4]).all() and np.isnan(y[:, :, 0, :4]).all() and not np.isnan(y[:, 1:, 1:]).any()
+
+
+def test_stem_declines_what_it_does_not_take():
+    geometry = STEMS[2]
+    x, rows, tiled, _, params, expected = _stem_case(geometry, np.float32, False, ("Relu", 0.0, 0.0))
+    _, _, kernel, strides, dilations, pads, _, _ = geometry
+    geo = (*kernel, *strides, *dilations, *pads[:2])
+    y = np.empty(expected.shape, np.float32)
+    wide = np.empty(x.shape[:3] + (2 * x.shape[3],), np.float32)
+    wide[..., : x.shape[3]] = x
+    strided = wide[..., : x.shape[3]]  # not contiguous: the facade's numba path computes it
+    assert _c().stem(1, strided, rows, tiled, y, False, y, *geo, params) is NotImplemented
+    facade.stem(strided, rows, tiled, y, False, y, *geo, params)
+    np.testing.assert_allclose(y, expected, **TOLERANCE[np.float32])
+    z = np.full(expected.shape, np.nan, np.float32)
+    facade.stem_par(strided, rows, tiled, z, False, z, *geo, params)
+    np.testing.assert_allclose(z, expected, **TOLERANCE[np.float32])
+    out = np.empty(expected.shape, np.float32)
+    declined = [
+        (x.astype(np.float64), rows, tiled, out, False, out, *geo, params),  # mixed dtypes
+        (x, rows[:-1], tiled, out, False, out, *geo, params),  # weight rows other than C * kh * kw
+        (x, rows, tiled, out, False, out, *geo[:6], -1, 1, params),  # a negative pad
+        (x, rows, tiled, out, False, out, *geo[:2], 0, 1, *geo[4:], params),  # stride 0
+        (x, rows, tiled, out, True, out, *geo, params),  # the output over the residual
+        (x, rows, tiled, out[:1], True, out, *geo, params),  # a residual of another size
+        (x, rows, tiled[:10], out, False, out, *geo, params),  # a bias shorter than M
+        (x, rows, tiled, out.reshape(-1, 24), False, out.reshape(-1, 24), *geo, params),  # a 2-D output
+    ]
+    for args in declined:
+        assert _c().stem(1, *args) is NotImplemented
+    flat = np.empty(max(x.size, expected.size), np.float32)  # the output over the input
+    over = flat[: expected.size].reshape(expected.shape)
+    image = flat[: x.size].reshape(x.shape)
+    assert _c().stem(1, image, rows, tiled, over, False, over, *geo, params) is NotImplemented
+
+
+# --- the stem through sessions: the layout pass makes it channels_last=2 ----------------------
+
+
+def _onnx_model(nodes, inputs, outputs, initializers, ronn_domain=False) -> bytes:
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    imports = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("ronn", 1)] if ronn_domain else [])
+    model = helper.make_model(graph, opset_imports=imports)
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _value(name, dtype, shape=None):
+    from onnx import helper
+
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
+
+
+def _activation_nodes(activation, source, target, dtype):
+    """The ONNX node computing the activation (and Clip's bounds as initializers)."""
+    from onnx import helper, numpy_helper
+
+    name, alpha, beta = activation
+    if name is None:
+        return [helper.make_node("Identity", [source], [target])], []
+    if name == "Clip":
+        bounds = [numpy_helper.from_array(np.array(v, dtype), n) for v, n in ((alpha, "lo"), (beta, "hi"))]
+        return [helper.make_node("Clip", [source, "lo", "hi"], [target])], bounds
+    attributes = {"LeakyRelu": {"alpha": alpha}, "HardSigmoid": {"alpha": alpha, "beta": beta}}.get(name, {})
+    return [helper.make_node(name, [source], [target], **attributes)], []
+
+
+def _stem_model(geometry, dtype, activation):
+    """Stem convolution, its activation, then a depthwise 3x3 convolution: a region the layout pass
+    makes channels-last, the stem reading the image as it is (channels_last=2)."""
+    from onnx import helper, numpy_helper
+
+    channels, out_channels, kernel, strides, dilations, pads, size, batch = geometry
+    w = (RNG.standard_normal((out_channels, channels, *kernel)) / np.sqrt(channels * np.prod(kernel))).astype(dtype)
+    b = RNG.standard_normal(out_channels).astype(dtype)
+    dw = RNG.standard_normal((out_channels, 1, 3, 3)).astype(dtype) / 3
+    db = RNG.standard_normal(out_channels).astype(dtype)
+    stem = helper.make_node("Conv", ["x", "w", "b"], ["s"], kernel_shape=list(kernel), strides=list(strides),
+                            dilations=list(dilations), pads=list(pads))  # fmt: skip
+    act, bounds = _activation_nodes(activation, "s", "a", dtype)
+    depthwise = helper.make_node("Conv", ["a", "dw", "db"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                 group=out_channels)  # fmt: skip
+    inits = [numpy_helper.from_array(v, n) for v, n in ((w, "w"), (b, "b"), (dw, "dw"), (db, "db"))] + bounds
+    model = _onnx_model([stem, *act, depthwise], [_value("x", dtype, [batch, channels, *size])], [_value("y", dtype)],
+                        inits)  # fmt: skip
+    x = RNG.standard_normal((batch, channels, *size)).astype(dtype)
+    first = activate(reference_conv(x, w, b, strides, dilations, pads), *activation)
+    expected = reference_conv(first, dw, db, (1, 1), (1, 1), (1, 1, 1, 1), group=out_channels)
+    return model, x, expected
+
+
+def _counting(monkeypatch):
+    """Count the facade's stem calls (the session's plan looks the kernel up when it first runs)."""
+    calls = []
+    for name in ("stem", "stem_par"):
+        kernel = getattr(facade, name)
+        monkeypatch.setattr(facade, name, lambda *args, kernel=kernel: calls.append(1) or kernel(*args))
+    return calls
+
+
+#: (C, M, kernel, strides, dilations, pads, size, batch) of stems in a region
+SESSION_STEMS = [
+    (3, 16, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), (17, 23), 2),
+    (3, 8, (3, 3), (1, 1), (1, 1), (0, 1, 2, 1), (17, 23), 1),  # stride 1, asymmetric pads
+    (4, 24, (5, 5), (2, 2), (2, 2), (2, 2, 2, 2), (17, 23), 2),  # 5x5, dilation 2
+    (1, 40, (1, 1), (1, 1), (1, 1), (0, 0, 0, 0), (17, 23), 2),  # 1x1 of one channel
+    (3, 24, (1, 1), (2, 2), (1, 1), (0, 1, 1, 0), (17, 23), 1),  # 1x1 of stride 2 with pads
+    (3, 40, (3, 3), (2, 1), (1, 1), (1, 1, 1, 1), (16, 16), 1),
+]
+#: the activations the stem applies itself (float attributes are float32 in the file: values it holds exactly)
+SESSION_ACTIVATIONS = [(None, 0.0, 0.0), ("Relu", 0.0, 0.0), ("LeakyRelu", 0.125, 0.0), ("Clip", -0.5, 0.75),
+                       ("HardSigmoid", 0.25, 0.5), ("HardSwish", 0.0, 0.0)]  # fmt: skip
+
+
+@pytest.mark.parametrize("activation", SESSION_ACTIVATIONS, ids=[a[0] or "none" for a in SESSION_ACTIVATIONS])
+@pytest.mark.parametrize("geometry", SESSION_STEMS, ids=[f"s{i}" for i in range(len(SESSION_STEMS))])
+def test_stem_in_a_channels_last_region(geometry, activation, monkeypatch):
+    import ronn
+
+    ort = pytest.importorskip("onnxruntime")
+    calls = _counting(monkeypatch)
+    for dtype in (np.float32, np.float64):
+        model, x, expected = _stem_model(geometry, dtype, activation)
+        session = ronn.InferenceSession(model)
+        fused = [n for n in session.model.graph.nodes if n.op_type == "FusedConv"]
+        stems = [n for n in fused if n.attributes.get("channels_last") == 2]
+        assert len(stems) == 1 and stems[0].attributes.get("group", 1) == 1
+        assert stems[0].attributes.get("activation") == (activation[0] or "Identity")
+        before = len(calls)
+        got = session.run(None, {"x": x})[0]
+        assert len(calls) > before  # the stem kernel ran
+        assert got.dtype == dtype and got.shape == expected.shape
+        rtol = 1e-4 if dtype == np.float32 else 1e-10
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol)
+        if dtype == np.float32:  # onnxruntime has no float64 Conv
+            theirs = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+            np.testing.assert_allclose(got, theirs, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stem_fused_conv_with_residual(dtype, threads, monkeypatch):
+    """``ronn::FusedConv`` with channels_last=2 and a residual, as the layout pass writes it."""
+    import ronn
+    from onnx import helper, numpy_helper
+
+    calls = _counting(monkeypatch)
+    for geometry, activation in ((STEMS[1], ("HardSwish", 0.0, 0.0)), (STEMS[3], ("LeakyRelu", 0.125, 0.0)),
+                                 (STEMS[0], ("Clip", 0.0, 6.0))):  # fmt: skip
+        channels, out_channels, kernel, strides, dilations, pads, size, batch = geometry
+        x = RNG.standard_normal((batch, channels, *size)).astype(dtype)
+        w = (RNG.standard_normal((out_channels, channels, *kernel)) / np.sqrt(channels * np.prod(kernel))).astype(dtype)
+        b = RNG.standard_normal(out_channels).astype(dtype)
+        conv = reference_conv(x, w, b, strides, dilations, pads).transpose(0, 2, 3, 1)
+        z = RNG.standard_normal(conv.shape).astype(dtype)
+        attributes = {"activation": activation[0], "activation_alpha": activation[1]}
+        if activation[0] == "Clip":
+            attributes["activation_beta"] = activation[2]
+        node = helper.make_node("FusedConv", ["x", "W", "B", "z"], ["y"], domain="ronn", kernel_shape=list(kernel),
+                                strides=list(strides), dilations=list(dilations), pads=list(pads), group=1,
+                                channels_last=2, **attributes)  # fmt: skip
+        model = _onnx_model([node], [_value("x", dtype, list(x.shape)), _value("z", dtype, list(z.shape))],
+                            [_value("y", dtype)], [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+                            ronn_domain=True)  # fmt: skip
+        so = ronn.SessionOptions()
+        so.graph_optimization_level = ronn.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.intra_op_num_threads = threads
+        got = ronn.InferenceSession(model, so).run(None, {"x": x, "z": z})[0]
+        rtol = 1e-4 if dtype == np.float32 else 1e-10
+        np.testing.assert_allclose(got, activate(conv + z, *activation), rtol=rtol, atol=rtol)
+    assert calls

@@ -12,8 +12,11 @@ elementwise operators between them in (N, H, W, C) order. Then
 * the epilogue (bias, residual, activation) is one numba pass over the GEMM's output.
 
 ``channels_last=2`` marks the convolution that enters a region: X is still (N, C, H, W), the
-output channels-last. A dense convolution gathers its taps from the NCHW input directly (the
-stem of a CNN: no transposed copy of the image); the others transpose X first.
+output channels-last. A dense convolution reads its taps from the NCHW input directly (the
+stem of a CNN: no transposed copy of the image): a small one (few taps per pixel and output
+channels, as a stem has) is one native kernel that computes each output pixel's channels from its
+taps, epilogue included (``stem``; no columns, no skinny GEMM), a larger one gathers its columns
+with an NCHW im2col; the others transpose X first.
 Grouped convolutions that are not depthwise, and types numba does not compute, run the numpy
 reference between transposes.
 """
@@ -43,6 +46,10 @@ _FEW_ROWS = 4
 _TILE = 512
 #: bytes of im2col columns gathered at a time
 _COLUMNS_BUDGET = 1 << 20
+#: a convolution of one group from an NCHW image (1x1 ones included) with (taps per pixel C * kh * kw,
+#: output channels) within one of these runs the direct stem kernel; the im2col (or transposed copy)
+#: and GEMM path catches up past them (more output channels: the GEMM's blocks fill better)
+_STEM_LIMITS = ((576, 32), (160, 64), (72, 128))
 
 
 def store_params(activation: str | None, alpha: float, beta: float, dtype: np.dtype) -> np.ndarray:
@@ -242,12 +249,16 @@ class ChannelsLastConv:
         if work in _FAST and isinstance(x, np.ndarray) and all(out_shape) and layout != "reference":
             params = store_params(self.activation, self.alpha, self.beta, work)
             geometry = (kh, kw, *geo.strides, *geo.dilations, *geo.begins)
+            depth = channels * kh * kw
             if layout == "depthwise":
                 execute = self._depthwise(geometry, params, parallel(math.prod(out_shape) * kh * kw // 4))
-            elif (kh, kw) == (1, 1) and not any(geo.begins) and not any(geo.ends):
-                execute = self._pointwise(geometry, params, out_shape, channels, parallel(math.prod(out_shape)))
-            else:
-                execute = self._dense(geometry, params, out_shape, work, parallel(math.prod(out_shape)))
+            elif self.nchw_input and any(depth <= d and out_channels <= m for d, m in _STEM_LIMITS):
+                execute = self._stem(geometry, params, parallel(math.prod(out_shape) * depth // 16))
+            if execute is None and layout != "depthwise":
+                if (kh, kw) == (1, 1) and not any(geo.begins) and not any(geo.ends):
+                    execute = self._pointwise(geometry, params, out_shape, channels, parallel(math.prod(out_shape)))
+                else:
+                    execute = self._dense(geometry, params, out_shape, work, parallel(math.prod(out_shape)))
         plan = _Plan(execute, out_shape, work)
         if len(self._plans) > 32:
             self._plans.clear()
@@ -302,6 +313,24 @@ class ChannelsLastConv:
                 finish(flat, tiled, flat, False, params)
             else:
                 finish(flat, tiled, res.reshape(-1), True, params)
+
+        return execute
+
+    def _stem(self, geometry: tuple[int, ...], params: np.ndarray, wide: bool) -> Any:
+        """A small dense convolution from the NCHW image (a CNN's stem): one C kernel computes the
+        output pixels' channels from their taps directly, epilogue included (no im2col columns,
+        no skinny GEMM). The numba modules have no such kernel: the im2col path instead."""
+        module = _jit()
+        kernel = getattr(module, "stem_par" if wide else "stem", None)
+        if kernel is None:
+            return None
+        kh, kw, sh, sw, dh, dw, ph, pw = geometry
+
+        def execute(x: np.ndarray, w: np.ndarray, tiled: np.ndarray, res: Any, y: np.ndarray) -> None:
+            if res is None:
+                kernel(x, w, tiled, y, False, y, kh, kw, sh, sw, dh, dw, ph, pw, params)
+            else:
+                kernel(x, w, tiled, res, True, y, kh, kw, sh, sw, dh, dw, ph, pw, params)
 
         return execute
 

@@ -8,6 +8,11 @@
    gemm(x, w, bias, res, has_res, y, params): y (P, M) = act(x (P, K) @ w (K, M) + bias (+ res));
    im2col(x, cols, n, oh0, oh1, kh, kw, sh, sw, dh, dw, ph, pw): the taps of output rows
        oh0..oh1 of image n, one row of cols per output pixel (zeros outside the image);
+   stem(threads, x, w, tiled, res, has_res, y, kh, kw, sh, sw, dh, dw, ph, pw, params): a dense
+       convolution from an NCHW image, x (N, C, H, W), w (C * kh * kw, M) (rows (c, i, j)), y and
+       res (N, OH, OW, M); y = act(bias + conv (+ res)), bias = tiled[:M]: each output pixel's
+       taps times the weight rows, several pixels at a time, no im2col; rows of y split over
+       threads;
    squeeze_excitation(x, w1, b1, w2, b2, y, params1, params2): y = x * gate per image, x and y
        (N, P * C), w1 (C, C1), w2 (C1, C); the means accumulate in float64.
 
@@ -18,7 +23,8 @@
    a vector: 32, 16 or 8 floats with AVX-512), their sums in registers, their taps unrolled; other
    kernels and the channels past the blocks go pixel by pixel. Returns None, or NotImplemented for
    arguments it does not take (a strided array, mixed dtypes, a negative pad, an output over an
-   input): the numba kernel serves those.
+   input): the numba kernel serves those (stem has none: the facade runs numba's im2col, a product
+   and the epilogue instead).
 
    The typed kernels are written once and compiled per real type: this file includes itself
    with CL_TYPED, REAL, UINT (the unsigned integer of its size) and SFX defined (float, then
@@ -459,6 +465,158 @@ static void SFX(im2col)(const REAL *x, REAL *cols, const Geometry *g, Py_ssize_t
     }
 }
 
+/* --- stem: a dense convolution from an NCHW image --------------------------------------------- */
+
+typedef struct {
+    const REAL *x, *w, *bias, *res; /* w (depth, mpad) and bias (mpad): zeros past M */
+    REAL *y;
+    const REAL *zeros; /* a row of zeros: what the kernel rows above and below the image read */
+    SFX(Act) act;
+    Py_ssize_t outputs, mpad;
+} SFX(StemArrays);
+
+/* Output pixels at .. at + pixels of y (count of them stored), channels m0 .. m0 + nv wide
+   vectors: tap (c, i, j) of pixel p is rows[c * kh + i][col + p * sw + j * dw] (sw and kw the
+   constants SW and KW where not 0, the geometry's else; dilation 1 with KW), its weight row
+   (c, i, j) of w. Each tap adds one input value times a weight row to the pixels * nv sums,
+   which stay in registers: a weight row serves all the pixels, and pixels * nv independent sums
+   hide the latency of the multiply-adds. The sums go out through a buffer where the pixels'
+   channels are contiguous, then the epilogue runs once over them. */
+static inline __attribute__((always_inline)) void SFX(stem_group)(const SFX(StemArrays) *a, const Geometry *g,
+                                                                  const REAL *const *rows, Py_ssize_t col,
+                                                                  Py_ssize_t at, int count, Py_ssize_t m0,
+                                                                  int pixels, int nv, int SW, int KW) {
+    const Py_ssize_t mpad = a->mpad, outputs = a->outputs, row_count = g->channels * g->kh;
+    const Py_ssize_t kw = KW ? KW : g->kw, dw = KW ? 1 : g->dw, step = SW ? SW : g->sw;
+    const REAL *restrict w = a->w + m0;
+    SFX(wide) sum[STEM_PIXELS][STEM_VECTORS], weight[STEM_VECTORS];
+    UNROLL for (int v = 0; v < nv; v++) weight[v] = SFX(load_wide)(a->bias + m0 + v * WIDE);
+    UNROLL for (int p = 0; p < pixels; p++) UNROLL for (int v = 0; v < nv; v++) sum[p][v] = weight[v];
+    for (Py_ssize_t ci = 0; ci < row_count; ci++) {
+        const REAL *xs = rows[ci] + col;
+        UNROLL for (Py_ssize_t j = 0; j < kw; j++, xs += dw, w += mpad) {
+            UNROLL for (int v = 0; v < nv; v++) weight[v] = SFX(load_wide)(w + v * WIDE);
+            UNROLL for (int p = 0; p < pixels; p++) {
+                const REAL value = xs[p * step];
+                UNROLL for (int v = 0; v < nv; v++) sum[p][v] += weight[v] * value;
+            }
+        }
+    }
+    REAL *out = a->y + at * outputs + m0;
+    const REAL *res = a->res ? a->res + at * outputs + m0 : NULL;
+    REAL values[STEM_PIXELS * STEM_VECTORS * WIDE + STEM_VECTORS * WIDE];
+    if (m0 == 0 && mpad <= nv * WIDE) { /* all the channels: the pixels' values are contiguous */
+        UNROLL for (int p = 0; p < pixels; p++) UNROLL for (int v = 0; v < nv; v++)
+            memcpy(values + p * outputs + v * WIDE, &sum[p][v], sizeof sum[p][v]); /* past M: the next overwrites */
+        SFX(store)(out, values, NULL, res, count * outputs, &a->act);
+    } else {
+        const Py_ssize_t width = outputs - m0 < nv * WIDE ? outputs - m0 : nv * WIDE;
+        for (int p = 0; p < count; p++) {
+            UNROLL for (int v = 0; v < nv; v++) memcpy(values + v * WIDE, &sum[p][v], sizeof sum[p][v]);
+            SFX(store)(out + p * outputs, values, NULL, res ? res + p * outputs : NULL, width, &a->act);
+        }
+    }
+}
+
+typedef void (*SFX(StemGroup))(const SFX(StemArrays) *, const Geometry *, const REAL *const *, Py_ssize_t, Py_ssize_t,
+                               int, Py_ssize_t);
+
+/* The group kernels of nv wide vectors of channels, by kernel width (any, or 3 with dilation 1:
+   its taps unrolled) and horizontal stride (any, 1, 2). */
+typedef struct {
+    int pixels;
+    SFX(StemGroup) group[2][3];
+} SFX(StemKernel);
+
+#define STEM_GROUP(NV, PIXELS, SW, KW)                                                                       \
+    static __attribute__((noinline)) void SFX(stem_group_##NV##_##SW##_##KW)(                                \
+        const SFX(StemArrays) * a, const Geometry *g, const REAL *const *rows, Py_ssize_t col, Py_ssize_t at, \
+        int count, Py_ssize_t m0) {                                                                          \
+        SFX(stem_group)(a, g, rows, col, at, count, m0, PIXELS, NV, SW, KW);                                 \
+    }
+#define STEM_KERNEL(NV, PIXELS)                                                                                 \
+    STEM_GROUP(NV, PIXELS, 0, 0)                                                                                \
+    STEM_GROUP(NV, PIXELS, 1, 0)                                                                                \
+    STEM_GROUP(NV, PIXELS, 2, 0)                                                                                \
+    STEM_GROUP(NV, PIXELS, 0, 3)                                                                                \
+    STEM_GROUP(NV, PIXELS, 1, 3)                                                                                \
+    STEM_GROUP(NV, PIXELS, 2, 3)                                                                                \
+    static const SFX(StemKernel) SFX(stem_kernel_##NV) = {                                                      \
+        PIXELS,                                                                                                 \
+        {{SFX(stem_group_##NV##_0_0), SFX(stem_group_##NV##_1_0), SFX(stem_group_##NV##_2_0)},                  \
+         {SFX(stem_group_##NV##_0_3), SFX(stem_group_##NV##_1_3), SFX(stem_group_##NV##_2_3)}}};
+STEM_KERNEL(1, STEM_PIXELS_1)
+STEM_KERNEL(2, STEM_PIXELS_2)
+STEM_KERNEL(3, STEM_PIXELS_3)
+STEM_KERNEL(4, STEM_PIXELS_4)
+#undef STEM_KERNEL
+#undef STEM_GROUP
+
+static const SFX(StemKernel) *const SFX(stem_kernels)[STEM_VECTORS] = {
+    &SFX(stem_kernel_1), &SFX(stem_kernel_2), &SFX(stem_kernel_3), &SFX(stem_kernel_4)};
+
+/* Output row r of the N * OH rows, channel block by channel block, in groups of the block
+   kernel's pixels (the last group overlapping the one before). rows: the input rows its taps read
+   (the row of zeros above and below the image); a group whose taps all fall inside the image's
+   width reads them there, the others from a strip of their columns copied with zeros around (the
+   same values summed in the same order: a pixel computed twice comes out the same). scratch:
+   2 * C * kh row pointers, then C * kh strips of (STEM_PIXELS - 1) * sw + (kw - 1) * dw + 1 values. */
+static void SFX(stem_row)(const SFX(StemArrays) *a, const Geometry *g, Py_ssize_t r, void *scratch) {
+    const Py_ssize_t n = r / g->oh_count, oh = r - n * g->oh_count, ih0 = oh * g->sh - g->ph;
+    const Py_ssize_t ow_count = g->ow_count, width = g->width, sw = g->sw, row_count = g->channels * g->kh;
+    const REAL *image = a->x + n * g->channels * g->height * width;
+    const REAL **rows = scratch, **strip_rows = rows + row_count;
+    REAL *strip = (REAL *)(strip_rows + row_count);
+    for (Py_ssize_t c = 0; c < g->channels; c++) {
+        for (Py_ssize_t i = 0; i < g->kh; i++) {
+            const Py_ssize_t ih = ih0 + i * g->dh;
+            rows[c * g->kh + i] = (size_t)ih < (size_t)g->height ? image + (c * g->height + ih) * width : a->zeros;
+        }
+    }
+    const Py_ssize_t span = width - 1 - (g->kw - 1) * g->dw + g->pw; /* the pixels inside the width: */
+    const Py_ssize_t ow_lo = (g->pw + sw - 1) / sw, ow_hi = span < 0 ? 0 : span / sw + 1; /* ow_lo .. ow_hi */
+    const int which = sw == 1 ? 1 : sw == 2 ? 2 : 0;
+    for (Py_ssize_t m0 = 0; m0 < a->mpad; m0 += STEM_VECTORS * WIDE) {
+        const Py_ssize_t left = (a->mpad - m0) / WIDE;
+        const SFX(StemKernel) *kernel = SFX(stem_kernels)[(left < STEM_VECTORS ? left : STEM_VECTORS) - 1];
+        const int pixels = kernel->pixels;
+        const SFX(StemGroup) group = kernel->group[g->kw == 3 && g->dw == 1][which];
+        const Py_ssize_t length = (pixels - 1) * sw + (g->kw - 1) * g->dw + 1;
+        for (Py_ssize_t ow = 0; ow < ow_count;) {
+            const Py_ssize_t start = ow + pixels <= ow_count || ow_count < pixels ? ow : ow_count - pixels;
+            const int count = ow_count - start < pixels ? (int)(ow_count - start) : pixels;
+            const Py_ssize_t col = start * sw - g->pw, at = r * ow_count + start;
+            if (start >= ow_lo && start + pixels <= ow_hi) {
+                group(a, g, rows, col, at, count, m0);
+            } else {
+                /* columns col + q0 .. col + q1 inside the image, zeros around */
+                const Py_ssize_t q0 = col < 0 ? (-col < length ? -col : length) : 0;
+                const Py_ssize_t q1 = width - col < length ? (width - col > q0 ? width - col : q0) : length;
+                for (Py_ssize_t ci = 0; ci < row_count; ci++) {
+                    REAL *dst = strip + ci * length;
+                    for (Py_ssize_t q = 0; q < q0; q++) dst[q] = 0;
+                    if (q1 > q0) memcpy(dst + q0, rows[ci] + col + q0, sizeof(REAL) * (size_t)(q1 - q0));
+                    for (Py_ssize_t q = q1; q < length; q++) dst[q] = 0;
+                    strip_rows[ci] = dst;
+                }
+                group(a, g, strip_rows, 0, at, count, m0);
+            }
+            ow = start + pixels;
+        }
+    }
+}
+
+/* y = act(conv(x, w) + bias (+ res)), output rows split over chunks (threads): chunk k uses
+   scratch + k * stride bytes (see stem_row). */
+static void SFX(stem)(const SFX(StemArrays) *a, const Geometry *g, int threads, char *scratch, size_t stride) {
+    const Py_ssize_t rows = g->n * g->oh_count, chunks = threads < rows ? threads : rows;
+#pragma omp parallel for num_threads(threads) if(chunks > 1) schedule(static)
+    for (Py_ssize_t k = 0; k < chunks; k++) {
+        for (Py_ssize_t r = k * rows / chunks; r < (k + 1) * rows / chunks; r++)
+            SFX(stem_row)(a, g, r, scratch + (size_t)k * stride);
+    }
+}
+
 /* --- squeeze and excitation ------------------------------------------------------------------- */
 
 /* total[k] = the sum of values[at + k] over the runs of period values from at = 0 (float64) */
@@ -536,6 +694,15 @@ static void SFX(squeeze_excitation)(const REAL *x, const REAL *w1, const REAL *b
 #define UNROLL _Pragma("GCC unroll 16")
 #define MAX_GROUP 8 /* output pixels computed together by dw_group */
 #define WIDE_GROUP (VECTOR_BYTES == 64 ? 8 : 4) /* the same for two vectors: 32 registers or 16 */
+/* stem's groups of output pixels by wide vectors of channels: 1 to STEM_VECTORS vectors (more: by
+   blocks of as many), STEM_PIXELS pixels at most; their sums take 12, 16, 24 and 24 registers of 32
+   with AVX-512 (besides the weight row), 8, 12, 12 and 12 of 16 without */
+#define STEM_VECTORS 4
+#define STEM_PIXELS 12
+#define STEM_PIXELS_1 (VECTOR_BYTES == 64 ? 12 : 8)
+#define STEM_PIXELS_2 (VECTOR_BYTES == 64 ? 8 : 6)
+#define STEM_PIXELS_3 (VECTOR_BYTES == 64 ? 8 : 4)
+#define STEM_PIXELS_4 (VECTOR_BYTES == 64 ? 6 : 3)
 
 enum { FORM_CLIP, FORM_LEAKY, FORM_SWISH };
 
@@ -708,6 +875,84 @@ static PyObject *py_im2col(FASTCALL_ARGS) {
     Py_RETURN_NONE;
 }
 
+/* What stem needs besides its arguments, in one zeroed block from PyMem_RawCalloc: the weight
+   (depth, M) with its rows padded to mpad values and the bias (mpad values), zeros past M; a row
+   of zeros (width values); then the chunks' scratch, stride bytes each (a multiple of 64). */
+typedef struct {
+    char *block;
+    size_t head, stride; /* where the chunks' scratch starts, and each one's size */
+} StemScratch;
+
+static int stem_scratch(StemScratch *s, const Py_buffer *w, const Py_buffer *tiled, const Geometry *g,
+                        Py_ssize_t depth, Py_ssize_t outputs, Py_ssize_t mpad, size_t item, int chunks) {
+    const size_t rows = (size_t)(g->channels * g->kh), length = (size_t)((STEM_PIXELS - 1) * g->sw +
+                                                                         (g->kw - 1) * g->dw + 1);
+    s->head = ((size_t)((depth + 1) * mpad + g->width) * item + 63) / 64 * 64;
+    s->stride = (2 * rows * sizeof(void *) + rows * length * item + 63) / 64 * 64;
+    s->block = PyMem_RawCalloc(s->head + (size_t)chunks * s->stride, 1);
+    if (s->block == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    const size_t row = (size_t)outputs * item, pitch = (size_t)mpad * item;
+    for (Py_ssize_t k = 0; k < depth; k++)
+        memcpy(s->block + (size_t)k * pitch, (const char *)w->buf + (size_t)k * row, row);
+    memcpy(s->block + (size_t)depth * pitch, tiled->buf, row);
+    return 0;
+}
+
+static PyObject *py_stem(FASTCALL_ARGS) {
+    CHECK_NARGS("stem", 16);
+    Py_ssize_t threads, has_res, geo[8];
+    if (arg_ssize(args[0], &threads) || arg_ssize(args[5], &has_res) || ssize_args(args, 7, 8, geo)) return NULL;
+    Arrays arrays = {.count = 0, .kind = 0};
+    Py_buffer *x = arrays_real(&arrays, args[1], 0);
+    Py_buffer *w = x ? arrays_real(&arrays, args[2], 0) : NULL;
+    Py_buffer *tiled = w ? arrays_real(&arrays, args[3], 0) : NULL;
+    Py_buffer *res = tiled && has_res ? arrays_real(&arrays, args[4], 0) : NULL;
+    Py_buffer *y = tiled && (res || !has_res) ? arrays_real(&arrays, args[6], 1) : NULL;
+    Py_buffer *params = y ? arrays_real(&arrays, args[15], 0) : NULL;
+    if (params == NULL || x->ndim != 4 || w->ndim != 2 || y->ndim != 4) DECLINE(&arrays);
+    Geometry g = {.n = view_dim(x, 0), .channels = view_dim(x, 1), .height = view_dim(x, 2), .width = view_dim(x, 3),
+                  .kh = geo[0], .kw = geo[1], .oh_count = view_dim(y, 1), .ow_count = view_dim(y, 2),
+                  .sh = geo[2], .sw = geo[3], .dh = geo[4], .dw = geo[5], .ph = geo[6], .pw = geo[7]};
+    const Py_ssize_t depth = view_dim(w, 0), outputs = view_dim(w, 1);
+    if (!geometry_ok(&g) || depth != g.channels * g.kh * g.kw || depth < 1 || outputs < 1 || view_dim(y, 0) != g.n ||
+        view_dim(y, 3) != outputs || view_size(tiled) < outputs || view_size(params) < 6 ||
+        (res && view_size(res) != view_size(y)) || overlapping(x, y) || overlapping(w, y) || overlapping(tiled, y) ||
+        (res && overlapping(res, y)))
+        DECLINE(&arrays);
+    if (view_size(y) == 0) {
+        arrays_release(&arrays);
+        Py_RETURN_NONE;
+    }
+    const size_t item = arrays.kind == 'f' ? sizeof(float) : sizeof(double);
+    const Py_ssize_t lanes = VECTOR_BYTES / (Py_ssize_t)item, mpad = (outputs + lanes - 1) / lanes * lanes;
+    const Py_ssize_t rows = g.n * g.oh_count;
+    const int nt = threads > 1 ? (int)(threads < rows ? threads : rows) : 1;
+    StemScratch s;
+    if (stem_scratch(&s, w, tiled, &g, depth, outputs, mpad, item, nt)) {
+        arrays_release(&arrays);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (arrays.kind == 'f') {
+        const float *padded = (const float *)s.block;
+        StemArrays_f32 a = {x->buf, padded, padded + depth * mpad, res ? res->buf : NULL, y->buf,
+                            padded + (depth + 1) * mpad, act_of_f32(params->buf), outputs, mpad};
+        stem_f32(&a, &g, nt, s.block + s.head, s.stride);
+    } else {
+        const double *padded = (const double *)s.block;
+        StemArrays_f64 a = {x->buf, padded, padded + depth * mpad, res ? res->buf : NULL, y->buf,
+                            padded + (depth + 1) * mpad, act_of_f64(params->buf), outputs, mpad};
+        stem_f64(&a, &g, nt, s.block + s.head, s.stride);
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(s.block);
+    arrays_release(&arrays);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_squeeze_excitation(FASTCALL_ARGS) {
     CHECK_NARGS("squeeze_excitation", 8);
     Arrays arrays = {.count = 0, .kind = 0};
@@ -752,6 +997,7 @@ static PyMethodDef methods[] = {
     METHOD(finish, "finish(threads, y, tiled, res, has_res, params)"),
     METHOD(gemm, "gemm(x, w, bias, res, has_res, y, params)"),
     METHOD(im2col, "im2col(x, cols, n, oh0, oh1, kh, kw, sh, sw, dh, dw, ph, pw)"),
+    METHOD(stem, "stem(threads, x, w, tiled, res, has_res, y, kh, kw, sh, sw, dh, dw, ph, pw, params)"),
     METHOD(squeeze_excitation, "squeeze_excitation(x, w1, b1, w2, b2, y, params1, params2)"),
     {NULL, NULL, 0, NULL},
 };
