@@ -116,11 +116,18 @@ class _Layout:
         self.opset = standard_opset(model)
         sort_nodes(graph)
         self.index = GraphIndex(graph)
+        self._spatial_names: dict[str, bool] = {}  # _spatial's answers until the graph changes
 
     # --- what can go channels-last ------------------------------------------------------
 
     def _spatial(self, name: str) -> bool:
         """Whether ``name`` is a non-constant 4-D float tensor."""
+        known = self._spatial_names.get(name)
+        if known is None:
+            known = self._spatial_names[name] = self._is_spatial(name)
+        return known
+
+    def _is_spatial(self, name: str) -> bool:
         if not name or self.index.constant(name) is not None:
             return False
         shape = self.index.shape(name)
@@ -238,6 +245,7 @@ class _Layout:
             plan = _RegionPlan(self, region)
             if plan.pays() and plan.rewrite():
                 changed = True
+                self._spatial_names.clear()
         if changed:
             self.index.commit()
             sort_nodes(self.graph)
