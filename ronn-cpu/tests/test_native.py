@@ -217,3 +217,15 @@ def test_a_temporary_folder_others_can_write_is_refused(tmp_path):
     got = _python(_RUN_EPILOGUE, RONN_CACHE_DIR=str(blocker / "cache"), TMPDIR=str(temporary))
     assert got == {"module": "ronn_cpu.jit.epilogue", "out": _EXPECTED, "numba": True}
     assert not (temporary / f"ronn-{os.getuid()}" / "native").exists()
+
+
+def test_python_m_builds_every_family(tmp_path):
+    environment = {**os.environ, "RONN_CACHE_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "ronn_cpu.native"]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == list(native.FAMILIES)
+    assert len(list((tmp_path / "native").iterdir())) == len(native.FAMILIES)
+    off = subprocess.run(command, check=False, capture_output=True, text=True, env={**environment, "RONN_NATIVE": "0"})
+    assert off.returncode == 1 and "turned off" in off.stdout
