@@ -161,3 +161,36 @@ def test_facade_is_what_load_returns_and_delegates_other_names():
     module = load("norm")
     assert module.__name__ == "ronn_cpu.native.norm"
     assert callable(module._layer_norm_rows)  # a numba helper, served by the numba module
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rows_past_numbas_limit_run_natively_in_a_session(op, threads, monkeypatch):
+    """A vocabulary-sized softmax (past the 64K elements numba's kernels take) through a session."""
+    import ronn
+    from onnx import TensorProto, helper
+
+    facade = native.facade("norm")
+    calls: list[str] = []
+    for name in ("softmax", "log_softmax", "softmax_par", "log_softmax_par"):
+        kernel = getattr(facade, name)
+        monkeypatch.setattr(facade, name, lambda *a, _k=kernel, _n=name: (calls.append(_n), _k(*a))[1])
+
+    x = (RNG.standard_normal((4, 50257)) * 4).astype(np.float32)
+    x[1, :] = -np.inf  # a fully masked row: NaN, as onnxruntime gives
+    node = helper.make_node(op, ["x"], ["y"], axis=-1)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    providers = [("CPUExecutionProvider", {"intra_op_num_threads": str(threads)})]
+    (y,) = ronn.InferenceSession(model.SerializeToString(), providers=providers).run(None, {"x": x})
+    wide = x.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        shifted = wide - wide.max(axis=1, keepdims=True)
+        logsum = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    want = shifted - logsum if op == "LogSoftmax" else np.exp(shifted - logsum)
+    np.testing.assert_allclose(y, want.astype(np.float32), rtol=2e-5, atol=1e-7 if op == "Softmax" else 2e-5)
+    kernel = "softmax" if op == "Softmax" else "log_softmax"
+    assert calls == [kernel + ("_par" if threads > 1 else "")]

@@ -17,7 +17,7 @@ import numpy as np
 
 from ronn.kernel import KernelContext, KernelRun
 
-from ..jit import load
+from ..jit import load, parallel
 from ._nn_common import KERNELS
 
 
@@ -42,7 +42,8 @@ def _hardmax(xp: Any, x: Any, axis: int) -> Any:
 
 
 _FAST = (np.dtype(np.float32), np.dtype(np.float64))
-#: rows of at most this many elements in all go to numba (its exp is scalar; numpy's is SIMD)
+#: with numba's kernels, inputs of at most this many elements go to them (their exp is scalar,
+#: numpy's SIMD); the C kernels (``ANY_SIZE``) take every size, in parallel when it pays
 NUMBA_MAX = 1 << 16
 
 
@@ -59,13 +60,15 @@ def _along_axis(ctx: KernelContext, compute: Callable[[Any, Any, int], Any], fas
 
     def run_fast(x):
         if not kernel:
-            kernel.append(getattr(load("norm"), fast))
+            module = load("norm")
+            kernel.extend((getattr(module, fast), getattr(module, fast + "_par", None)))
         rank = x.ndim
         along = axis % rank
         rows = math.prod(x.shape[:along]) if flatten else x.size // x.shape[-1]
         values = np.ascontiguousarray(x).reshape(rows, -1)
         y = np.empty_like(values)
-        kernel[0](values, y)
+        wide = kernel[1] is not None and parallel(values.size * 8)
+        kernel[1 if wide else 0](values, y)
         return (y.reshape(x.shape),)
 
     def run(x):
@@ -75,8 +78,8 @@ def _along_axis(ctx: KernelContext, compute: Callable[[Any, Any, int], Any], fas
         if x.size == 0:
             return (xp.empty_like(x),)
         if (
-            fast is not None and x.dtype in _FAST and x.size <= NUMBA_MAX and xp is np
-            and (flatten or axis % rank == rank - 1)
+            fast is not None and x.dtype in _FAST and xp is np and (flatten or axis % rank == rank - 1)
+            and (x.size <= NUMBA_MAX or getattr(load("norm"), "ANY_SIZE", False))
         ):  # fmt: skip
             return run_fast(x)
         with np.errstate(invalid="ignore"):  # all -inf rows give NaN, warning-free

@@ -14,6 +14,9 @@ from . import extension
 
 _c: Any = extension("norm")
 
+#: rows of any length are worth a call here (the exp vectorises; numba's rows stop at 64K elements)
+ANY_SIZE = True
+
 
 def layer_norm(x: Any, scale: Any, bias: Any, has_bias: bool, epsilon: float, y: Any, mean: Any, inv: Any) -> None:
     """y = (x - mean) / sqrt(var + eps) * scale (+ bias), per row of x (rows, D); mean and 1/std per row."""
@@ -36,6 +39,18 @@ def softmax(x: Any, y: Any) -> None:
 def log_softmax(x: Any, y: Any) -> None:
     """LogSoftmax of each row of x (rows, D) into y."""
     if _c.log_softmax(1, x, y) is NotImplemented:
+        load_numba("norm").log_softmax(x, y)
+
+
+def softmax_par(x: Any, y: Any) -> None:
+    """:func:`softmax` with the rows split across ``jit.THREADS`` threads (no numba twin)."""
+    if _c.softmax(jit.THREADS, x, y) is NotImplemented:
+        load_numba("norm").softmax(x, y)
+
+
+def log_softmax_par(x: Any, y: Any) -> None:
+    """:func:`log_softmax` with the rows split across ``jit.THREADS`` threads (no numba twin)."""
+    if _c.log_softmax(jit.THREADS, x, y) is NotImplemented:
         load_numba("norm").log_softmax(x, y)
 
 
