@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .. import jit
 from ..jit import load_numba
 from . import extension
@@ -91,8 +93,6 @@ def _stem_numba(
     ph: int, pw: int, params: Any, wide: bool,
 ) -> None:  # fmt: skip
     """What :func:`stem` computes, by numba's kernels: the NCHW im2col, a product, the epilogue."""
-    import numpy as np
-
     n, oh, ow, outputs = y.shape
     columns = np.empty((w.shape[0], oh * ow), y.dtype)
     out = np.empty((n, oh * ow, outputs), y.dtype)

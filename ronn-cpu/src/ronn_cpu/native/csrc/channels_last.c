@@ -741,29 +741,16 @@ static inline Py_ssize_t end_valid(Py_ssize_t start, Py_ssize_t step, Py_ssize_t
 #undef SFX
 #undef CL_TYPED
 
-/* Integer arguments args[first..first + count) into out; -1 with an exception set on failure. */
-static int ssize_args(PyObject *const *args, int first, int count, Py_ssize_t *out) {
-    for (int i = 0; i < count; i++)
-        if (arg_ssize(args[first + i], &out[i])) return -1;
-    return 0;
-}
-
 /* Strides and dilations of at least 1, pads of at least 0 (what the kernels are written for). */
 static int geometry_ok(const Geometry *g) {
     return g->sh >= 1 && g->sw >= 1 && g->dh >= 1 && g->dw >= 1 && g->ph >= 0 && g->pw >= 0 && g->kh >= 1 &&
            g->kw >= 1;
 }
 
-/* Whether two buffers share memory. */
-static int overlapping(const Py_buffer *a, const Py_buffer *b) {
-    const char *a0 = a->buf, *b0 = b->buf;
-    return a0 < b0 + b->len && b0 < a0 + a->len;
-}
-
 static PyObject *py_depthwise(FASTCALL_ARGS) {
     CHECK_NARGS("depthwise", 14);
     Py_ssize_t threads, has_res, geo[6];
-    if (arg_ssize(args[0], &threads) || arg_ssize(args[5], &has_res) || ssize_args(args, 7, 6, geo)) return NULL;
+    if (arg_ssize(args[0], &threads) || arg_ssize(args[5], &has_res) || args_ssize(args + 7, 6, geo)) return NULL;
     Arrays arrays = {.count = 0, .kind = 0};
     Py_buffer *x = arrays_real(&arrays, args[1], 0);
     Py_buffer *w = x ? arrays_real(&arrays, args[2], 0) : NULL;
@@ -777,7 +764,7 @@ static PyObject *py_depthwise(FASTCALL_ARGS) {
                   .sh = geo[0], .sw = geo[1], .dh = geo[2], .dw = geo[3], .ph = geo[4], .pw = geo[5]};
     if (!geometry_ok(&g) || view_dim(w, 2) != g.channels || view_dim(y, 0) != g.n || view_dim(y, 3) != g.channels ||
         view_size(tiled) < g.channels || view_size(params) < 6 || (res && view_size(res) != view_size(y)) ||
-        overlapping(x, y) || (res && overlapping(res, y)))
+        views_overlap(x, y) || (res && views_overlap(res, y)))
         DECLINE(&arrays); /* (an output written over its inputs: numba's order of reads decides) */
     int nt = threads > 1 ? (int)threads : 1;
     Py_BEGIN_ALLOW_THREADS
@@ -803,7 +790,7 @@ static PyObject *py_finish(FASTCALL_ARGS) {
     Py_buffer *res = tiled && has_res ? arrays_real(&arrays, args[3], 0) : NULL;
     Py_buffer *params = tiled && (res || !has_res) ? arrays_real(&arrays, args[5], 0) : NULL;
     if (params == NULL || y->ndim != 1 || tiled->ndim != 1 || view_size(tiled) < 1 || view_size(params) < 6 ||
-        (res && (view_size(res) < view_size(y) || overlapping(res, y))))
+        (res && (view_size(res) < view_size(y) || views_overlap(res, y))))
         DECLINE(&arrays);
     Py_ssize_t size = view_size(y), period = view_size(tiled);
     int nt = threads > 1 ? (int)threads : 1;
@@ -834,7 +821,7 @@ static PyObject *py_gemm(FASTCALL_ARGS) {
     if (params == NULL || x->ndim != 2 || w->ndim != 2 || y->ndim != 2) DECLINE(&arrays);
     Py_ssize_t rows = view_dim(y, 0), depth = view_dim(w, 0), outputs = view_dim(w, 1);
     if (view_dim(x, 0) != rows || view_dim(x, 1) != depth || view_dim(y, 1) != outputs || view_size(bias) < outputs ||
-        view_size(params) < 6 || (res && view_size(res) != view_size(y)) || overlapping(x, y))
+        view_size(params) < 6 || (res && view_size(res) != view_size(y)) || views_overlap(x, y))
         DECLINE(&arrays);
     Py_BEGIN_ALLOW_THREADS
     if (arrays.kind == 'f') {
@@ -852,7 +839,7 @@ static PyObject *py_gemm(FASTCALL_ARGS) {
 static PyObject *py_im2col(FASTCALL_ARGS) {
     CHECK_NARGS("im2col", 13);
     Py_ssize_t v[11];
-    if (ssize_args(args, 2, 11, v)) return NULL;
+    if (args_ssize(args + 2, 11, v)) return NULL;
     Arrays arrays = {.count = 0, .kind = 0};
     Py_buffer *x = arrays_real(&arrays, args[0], 0);
     Py_buffer *cols = x ? arrays_real(&arrays, args[1], 1) : NULL;
@@ -904,7 +891,7 @@ static int stem_scratch(StemScratch *s, const Py_buffer *w, const Py_buffer *til
 static PyObject *py_stem(FASTCALL_ARGS) {
     CHECK_NARGS("stem", 16);
     Py_ssize_t threads, has_res, geo[8];
-    if (arg_ssize(args[0], &threads) || arg_ssize(args[5], &has_res) || ssize_args(args, 7, 8, geo)) return NULL;
+    if (arg_ssize(args[0], &threads) || arg_ssize(args[5], &has_res) || args_ssize(args + 7, 8, geo)) return NULL;
     Arrays arrays = {.count = 0, .kind = 0};
     Py_buffer *x = arrays_real(&arrays, args[1], 0);
     Py_buffer *w = x ? arrays_real(&arrays, args[2], 0) : NULL;
@@ -919,8 +906,8 @@ static PyObject *py_stem(FASTCALL_ARGS) {
     const Py_ssize_t depth = view_dim(w, 0), outputs = view_dim(w, 1);
     if (!geometry_ok(&g) || depth != g.channels * g.kh * g.kw || depth < 1 || outputs < 1 || view_dim(y, 0) != g.n ||
         view_dim(y, 3) != outputs || view_size(tiled) < outputs || view_size(params) < 6 ||
-        (res && view_size(res) != view_size(y)) || overlapping(x, y) || overlapping(w, y) || overlapping(tiled, y) ||
-        (res && overlapping(res, y)))
+        (res && view_size(res) != view_size(y)) || views_overlap(x, y) || views_overlap(w, y) || views_overlap(tiled, y) ||
+        (res && views_overlap(res, y)))
         DECLINE(&arrays);
     if (view_size(y) == 0) {
         arrays_release(&arrays);
@@ -965,7 +952,7 @@ static PyObject *py_squeeze_excitation(FASTCALL_ARGS) {
     if (x->ndim != 2 || w1->ndim != 2 || w2->ndim != 2) DECLINE(&arrays);
     Py_ssize_t images = view_dim(x, 0), size = view_dim(x, 1), channels = view_dim(w1, 0), hidden = view_dim(w1, 1);
     if (channels < 1 || size % channels || size == 0 || view_dim(w2, 0) != hidden || view_dim(w2, 1) != channels ||
-        view_size(b1) < hidden || view_size(b2) < channels || view_size(y) != view_size(x) || overlapping(x, y) ||
+        view_size(b1) < hidden || view_size(b2) < channels || view_size(y) != view_size(x) || views_overlap(x, y) ||
         view_size(views[6]) < 6 || view_size(views[7]) < 6)
         DECLINE(&arrays);
     size_t item = arrays.kind == 'f' ? sizeof(float) : sizeof(double);

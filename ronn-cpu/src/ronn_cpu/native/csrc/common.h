@@ -62,6 +62,15 @@ static inline void arrays_release(Arrays *arrays) {
     arrays->count = 0;
 }
 
+static inline Py_ssize_t min_ssize(Py_ssize_t a, Py_ssize_t b) { return a < b ? a : b; }
+static inline Py_ssize_t max_ssize(Py_ssize_t a, Py_ssize_t b) { return a > b ? a : b; }
+
+/* Whether two buffers share memory (an empty one shares none). */
+static inline int views_overlap(const Py_buffer *a, const Py_buffer *b) {
+    const char *a0 = a->buf, *b0 = b->buf;
+    return a->len && b->len && a0 < b0 + b->len && b0 < a0 + a->len;
+}
+
 /* Element count of a buffer. */
 static inline Py_ssize_t view_size(const Py_buffer *view) { return view->len / view->itemsize; }
 
@@ -80,6 +89,13 @@ static inline int arg_ssize(PyObject *obj, Py_ssize_t *out) {
         value = truth;
     }
     *out = value;
+    return 0;
+}
+
+/* count integer arguments args[0..count) into out; -1 with an exception set on failure. */
+static inline int args_ssize(PyObject *const *args, int count, Py_ssize_t *out) {
+    for (int i = 0; i < count; i++)
+        if (arg_ssize(args[i], &out[i])) return -1;
     return 0;
 }
 

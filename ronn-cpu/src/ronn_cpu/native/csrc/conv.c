@@ -32,8 +32,6 @@ static inline Py_ssize_t end_inside(Py_ssize_t offset, Py_ssize_t stride, Py_ssi
     return last < count ? last : count;
 }
 
-static inline Py_ssize_t min_ss(Py_ssize_t a, Py_ssize_t b) { return a < b ? a : b; }
-static inline Py_ssize_t max_ss(Py_ssize_t a, Py_ssize_t b) { return a > b ? a : b; }
 
 /* A convolution's geometry over one (C, H, W) image. */
 typedef struct {
@@ -64,20 +62,10 @@ typedef struct {
 #undef SFX
 #undef CONV_LOOPS
 
-/* Reads count integer arguments into out; -1 with an exception set on failure. */
-static int parse_ints(PyObject *const *args, Py_ssize_t count, Py_ssize_t *out) {
-    for (Py_ssize_t k = 0; k < count; k++)
-        if (arg_ssize(args[k], &out[k])) return -1;
-    return 0;
-}
-
 /* Whether the output buffer shares memory with any of the count inputs (the loops take them distinct). */
 static int overlaps(const Py_buffer *out, Py_buffer *const *inputs, int count) {
-    const char *lo = out->buf, *hi = lo + out->len;
-    for (int k = 0; k < count; k++) {
-        const char *start = inputs[k]->buf, *end = start + inputs[k]->len;
-        if (start < hi && lo < end) return 1;
-    }
+    for (int k = 0; k < count; k++)
+        if (views_overlap(out, inputs[k])) return 1;
     return 0;
 }
 
@@ -90,7 +78,7 @@ static int all_positive(const Py_ssize_t *values, Py_ssize_t count) {
 static PyObject *py_im2col_rows(FASTCALL_ARGS) {
     CHECK_NARGS("im2col_rows", 14);
     Py_ssize_t v[12]; /* kh, kw, sh, sw, dh, dw, ph, pw, oh_count, ow_count, oh0, oh1 */
-    if (parse_ints(args + 2, 12, v)) return NULL;
+    if (args_ssize(args + 2, 12, v)) return NULL;
     Arrays arrays = {.count = 0, .kind = 0};
     Py_buffer *x = arrays_real(&arrays, args[0], 0);
     Py_buffer *cols = x ? arrays_real(&arrays, args[1], 1) : NULL;
@@ -115,7 +103,7 @@ static PyObject *py_im2col_rows(FASTCALL_ARGS) {
 static PyObject *py_kn2row_sum(FASTCALL_ARGS) {
     CHECK_NARGS("kn2row_sum", 11);
     Py_ssize_t threads, v[7]; /* kh, kw, dh, dw, pitch, oh, ow */
-    if (arg_ssize(args[0], &threads) || parse_ints(args + 4, 7, v)) return NULL;
+    if (arg_ssize(args[0], &threads) || args_ssize(args + 4, 7, v)) return NULL;
     Arrays arrays = {.count = 0, .kind = 0};
     Py_buffer *parts = arrays_real(&arrays, args[1], 0);
     Py_buffer *y = parts ? arrays_real(&arrays, args[2], 1) : NULL;
@@ -133,7 +121,7 @@ static PyObject *py_kn2row_sum(FASTCALL_ARGS) {
     if (view_size(bias) < k.out_channels || k.y_stride < k.oh * k.ow ||
         view_dim(parts, 0) < k.kh * k.kw * k.out_channels || last >= k.part_stride)
         DECLINE(&arrays);
-    int nt = threads > 1 ? (int)min_ss(threads, k.out_channels) : 1;
+    int nt = threads > 1 ? (int)min_ssize(threads, k.out_channels) : 1;
     Py_BEGIN_ALLOW_THREADS
     if (arrays.kind == 'f')
         kn2row_sum_f32(parts->buf, y->buf, bias->buf, &k, nt);
@@ -147,7 +135,7 @@ static PyObject *py_kn2row_sum(FASTCALL_ARGS) {
 /* The depthwise arguments (x, w, bias, y, sh, sw, dh, dw, ph, pw) as views and a geometry; 0 to decline. */
 static int depthwise_args(PyObject *const *args, Arrays *arrays, Py_buffer **views, Geometry *g) {
     Py_ssize_t v[6]; /* sh, sw, dh, dw, ph, pw */
-    if (parse_ints(args + 4, 6, v)) return -1;
+    if (args_ssize(args + 4, 6, v)) return -1;
     for (int k = 0; k < 4; k++) {
         views[k] = arrays_real(arrays, args[k], k == 3);
         if (views[k] == NULL) return 0;
@@ -173,7 +161,7 @@ static PyObject *py_depthwise(FASTCALL_ARGS) {
         return NULL;
     }
     if (!ok) DECLINE(&arrays);
-    int nt = threads > 1 ? (int)min_ss(threads, max_ss(g.channels, 1)) : 1, done;
+    int nt = threads > 1 ? (int)min_ssize(threads, max_ssize(g.channels, 1)) : 1, done;
     Py_BEGIN_ALLOW_THREADS
     if (arrays.kind == 'f')
         done = depthwise_f32(views[0]->buf, views[1]->buf, views[2]->buf, views[3]->buf, &g, nt);
@@ -295,7 +283,7 @@ static inline void SFX(axpy)(REAL *restrict out, const REAL *restrict src, Py_ss
 static void SFX(im2col_run)(const REAL *restrict plane, REAL *restrict row, const Geometry *g, Py_ssize_t ih_lo,
                             Py_ssize_t rows, Py_ssize_t offset, Py_ssize_t lo, Py_ssize_t hi) {
     Py_ssize_t width = g->width, start = ih_lo * width + offset, count = rows * width;
-    Py_ssize_t a = start < 0 ? -start : 0, b = min_ss(count, g->height * width - start);
+    Py_ssize_t a = start < 0 ? -start : 0, b = min_ssize(count, g->height * width - start);
     if (b > a) SFX(copy_strided)(row + a, plane + start + a, b - a, 1);
     if (lo == 0 && hi == width) return;
     for (Py_ssize_t r = 0; r < rows; r++) {
@@ -309,7 +297,7 @@ static void SFX(im2col_run)(const REAL *restrict plane, REAL *restrict row, cons
 static void SFX(split_phase)(const REAL *restrict src, REAL *restrict line, Py_ssize_t count, Py_ssize_t b,
                              const Geometry *g) {
     Py_ssize_t lo = first_inside(b - g->pw, g->sw, count);
-    Py_ssize_t hi = max_ss(lo, end_inside(b - g->pw, g->sw, g->width, count));
+    Py_ssize_t hi = max_ssize(lo, end_inside(b - g->pw, g->sw, g->width, count));
     SFX(zero)(line, lo);
     SFX(copy_strided)(line + lo, src + lo * g->sw + b - g->pw, hi - lo, g->sw);
     SFX(zero)(line + hi, count - hi);
@@ -320,7 +308,7 @@ static void SFX(split_phase)(const REAL *restrict src, REAL *restrict line, Py_s
 static void SFX(im2col_direct)(const REAL *restrict plane, REAL *restrict row, const Geometry *g, Py_ssize_t shift,
                                Py_ssize_t offset, Py_ssize_t oh_lo, Py_ssize_t oh_hi, Py_ssize_t oh0) {
     const Py_ssize_t ow = g->ow;
-    const Py_ssize_t lo = first_inside(offset, g->sw, ow), hi = max_ss(lo, end_inside(offset, g->sw, g->width, ow));
+    const Py_ssize_t lo = first_inside(offset, g->sw, ow), hi = max_ssize(lo, end_inside(offset, g->sw, g->width, ow));
     if (g->sh == 1 && g->sw == 1 && ow == g->width) {
         SFX(im2col_run)(plane, row + (oh_lo - oh0) * ow, g, oh_lo + shift, oh_hi - oh_lo, offset, lo, hi);
         return;
@@ -341,8 +329,8 @@ static void SFX(im2col_direct)(const REAL *restrict plane, REAL *restrict row, c
 static void SFX(im2col_channels)(const REAL *restrict x, REAL *restrict cols, Py_ssize_t pitch, const Geometry *g,
                                  Py_ssize_t oh0, Py_ssize_t oh1, REAL *restrict phases, Py_ssize_t span) {
     const Py_ssize_t ow = g->ow, positions = (oh1 - oh0) * ow;
-    const Py_ssize_t ih_first = max_ss(0, oh0 * g->sh - g->ph);
-    const Py_ssize_t ih_stop = min_ss(g->height, (oh1 - 1) * g->sh + (g->kh - 1) * g->dh - g->ph + 1);
+    const Py_ssize_t ih_first = max_ssize(0, oh0 * g->sh - g->ph);
+    const Py_ssize_t ih_stop = min_ssize(g->height, (oh1 - 1) * g->sh + (g->kh - 1) * g->dh - g->ph + 1);
     for (Py_ssize_t c = 0; c < g->channels; c++) {
         const REAL *plane = x + c * g->height * g->width;
         if (phases != NULL)
@@ -351,8 +339,8 @@ static void SFX(im2col_channels)(const REAL *restrict x, REAL *restrict cols, Py
                     SFX(split_phase)(plane + ih * g->width, phases + ((ih - ih_first) * g->sw + b) * span, span, b, g);
         for (Py_ssize_t i = 0; i < g->kh; i++) {
             Py_ssize_t shift = i * g->dh - g->ph; /* input row = oh * sh + shift */
-            Py_ssize_t oh_lo = min_ss(oh1, max_ss(oh0, first_inside(shift, g->sh, g->oh)));
-            Py_ssize_t oh_hi = max_ss(oh_lo, min_ss(oh1, end_inside(shift, g->sh, g->height, g->oh)));
+            Py_ssize_t oh_lo = min_ssize(oh1, max_ssize(oh0, first_inside(shift, g->sh, g->oh)));
+            Py_ssize_t oh_hi = max_ssize(oh_lo, min_ssize(oh1, end_inside(shift, g->sh, g->height, g->oh)));
             for (Py_ssize_t j = 0; j < g->kw; j++) {
                 REAL *row = cols + ((c * g->kh + i) * g->kw + j) * pitch;
                 SFX(zero)(row, (oh_lo - oh0) * ow);
@@ -376,7 +364,7 @@ static void SFX(im2col_rows)(const REAL *x, REAL *cols, Py_ssize_t pitch, const 
     Py_ssize_t span = g->ow + (g->kw - 1) * g->dw / g->sw; /* a phase line: every tap's columns */
     /* the split pays for wide kernels and strides above 2 (whose strided reads gcc leaves scalar) */
     if ((g->sw > 2 || (g->sw == 2 && g->kw > 3)) && oh1 > oh0 && g->ow > 0) {
-        Py_ssize_t rows = min_ss(g->height, (oh1 - oh0 - 1) * g->sh + (g->kh - 1) * g->dh + 1);
+        Py_ssize_t rows = min_ssize(g->height, (oh1 - oh0 - 1) * g->sh + (g->kh - 1) * g->dh + 1);
         phases = malloc((size_t)(rows * g->sw * span) * sizeof(REAL)); /* NULL: strided reads */
     }
     SFX(im2col_channels)(x, cols, pitch, g, oh0, oh1, phases, span);
@@ -500,7 +488,7 @@ static void SFX(depthwise_run)(const REAL *phases, const Py_ssize_t *tap, Py_ssi
     }
     SFX(fill)(out, n, b);
     for (Py_ssize_t t = 0; t < taps; t += 3) {
-        Py_ssize_t count = min_ss(3, taps - t);
+        Py_ssize_t count = min_ssize(3, taps - t);
         const REAL *s0 = from + tap[t];
         SFX(taps_add)(out, n, weights + t, count, s0, count > 1 ? from + tap[t + 1] : s0,
                       count > 2 ? from + tap[t + 2] : s0);
@@ -597,12 +585,12 @@ static int SFX(depthwise_small)(const REAL *x, const REAL *w, const REAL *bias, 
             /* the kernel columns j_lo..j_hi read inside the row */
             Py_ssize_t offset = o * g->sw - g->pw;
             Py_ssize_t j_lo = first_inside(offset, g->dw, g->kw);
-            Py_ssize_t j_hi = max_ss(j_lo, end_inside(offset, g->dw, width, g->kw));
+            Py_ssize_t j_hi = max_ssize(j_lo, end_inside(offset, g->dw, width, g->kw));
             for (Py_ssize_t i = 0; i < g->kh; i++) {
                 Py_ssize_t ih = oh * g->sh + i * g->dh - g->ph;
                 if (ih < 0 || ih >= g->height) continue;
                 for (Py_ssize_t j = j_lo; j < j_hi; j += 3) {
-                    Py_ssize_t step = g->dw * channels, count = min_ss(3, j_hi - j);
+                    Py_ssize_t step = g->dw * channels, count = min_ssize(3, j_hi - j);
                     const REAL *x0 = xt + (ih * width + offset + j * g->dw) * channels;
                     const REAL *w0 = wt + (i * g->kw + j) * channels;
                     SFX(mul_add)(acc, channels, count, w0, x0, w0 + channels, x0 + step, w0 + 2 * channels,

@@ -142,19 +142,13 @@ static inline double vd_total(vd v) {
 #undef VSTORE_MASKED
 #undef NORM_TYPED
 
-/* Whether two buffers share memory. */
-static int overlap(const Py_buffer *a, const Py_buffer *b) {
-    const char *a0 = a->buf, *b0 = b->buf;
-    return a->len && b->len && a0 < b0 + b->len && b0 < a0 + a->len;
-}
-
 /* x (rows, D) and y of its dtype and shape, C-contiguous, y writable and apart from x; NULL:
    declined. */
 static Py_buffer *rows_pair(Arrays *arrays, PyObject *x_obj, PyObject *y_obj, Py_buffer **y) {
     Py_buffer *x = arrays_real(arrays, x_obj, 0);
     *y = x ? arrays_real(arrays, y_obj, 1) : NULL;
     if (*y == NULL || x->ndim != 2 || (*y)->ndim != 2 || view_dim(x, 0) != view_dim(*y, 0) ||
-        view_dim(x, 1) != view_dim(*y, 1) || overlap(x, *y))
+        view_dim(x, 1) != view_dim(*y, 1) || views_overlap(x, *y))
         return NULL;
     return x;
 }

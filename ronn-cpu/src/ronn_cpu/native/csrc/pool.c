@@ -41,8 +41,6 @@ typedef struct {
     Py_ssize_t frame_h, frame_w; /* PATH_3X3: the framed plane's size (pads and overhang included) */
 } Window;
 
-static inline Py_ssize_t max_ssize(Py_ssize_t a, Py_ssize_t b) { return a > b ? a : b; }
-static inline Py_ssize_t min_ssize(Py_ssize_t a, Py_ssize_t b) { return a < b ? a : b; }
 
 /* The smallest o >= 0 with o * step >= need. */
 static inline Py_ssize_t first_at_least(Py_ssize_t need, Py_ssize_t step) {
